@@ -1,0 +1,289 @@
+"""The incident catalog: what each known incident looks like, as data in ``patterns/*.toml``.
+
+One file per log family. A file names the family, the record prefix every line of that
+family starts with, optionally the context fields the server appends after the message,
+and a list of incidents; each incident has message templates, its meaning, its
+remediation and example lines with their expected result (the catalog's own test data).
+Users add files in a ``patterns.d`` directory; an entry with a built-in id replaces
+nothing, it adds variants.
+
+A malformed file raises :class:`CatalogError` naming the file, the entry and the problem.
+"""
+
+from __future__ import annotations
+
+import string
+import sysconfig
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gw502d.classify.predicates import PREDICATES, PROVIDES
+from gw502d.classify.template import Compiled, TemplateError, compile_template
+from gw502d.parse import FORMATS
+
+SEVERITIES = ("critical", "error", "warning", "info")
+STATUSES = (502, 503, 504, 499, None)
+
+
+class CatalogError(ValueError):
+    """A pattern file that cannot be used; the message names file, entry and problem."""
+
+    def __init__(self, path: Path | str, entry: str, problem: str) -> None:
+        super().__init__(f"{path}: {entry}: {problem}")
+        self.path = str(path)
+        self.entry = entry
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A sample line and what it must classify as (``incident`` None: not an incident)."""
+
+    line: str
+    incident: str | None
+    fields: Mapping[str, Any]
+    origin: str
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One catalog entry: an incident id as logged by one family (the metric's source)."""
+
+    id: str
+    source: str
+    severity: str
+    status: int | None
+    summary: str
+    remediation: str
+    docs: tuple[str, ...]
+    messages: tuple[Compiled, ...]
+    templates: tuple[str, ...]
+    evidence: tuple[str, ...]
+    examples: tuple[Example, ...]
+    when: str | None = None
+    companion: bool = False
+    path: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The metric label pair (incident, source)."""
+        return (self.id, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A log family: the record prefix, the appended context fields, and its incidents."""
+
+    name: str
+    description: str
+    prefix: Compiled
+    context: Compiled | None
+    evidence_context: Compiled | None
+    incidents: tuple[Incident, ...]
+    benign: tuple[Example, ...]
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """All families, in load order. Built-in files first, then user pattern directories."""
+
+    families: tuple[Family, ...]
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def incidents(self) -> tuple[Incident, ...]:
+        return tuple(i for f in self.families for i in f.incidents)
+
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]:
+        """Every (incident, source) pair once, in catalog order."""
+        return tuple(dict.fromkeys(i.key for i in self.incidents if not i.companion))
+
+    def incident(self, incident_id: str, source: str) -> Incident:
+        """The first entry for the pair (variants of one pair share their texts)."""
+        for i in self.incidents:
+            if i.key == (incident_id, source):
+                return i
+        raise KeyError((incident_id, source))
+
+
+def builtin_pattern_dir() -> Path:
+    """The shipped ``patterns/``: beside the package in a checkout, under share/ when installed."""
+    checkout = Path(__file__).resolve().parents[2] / "patterns"
+    if checkout.is_dir():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "gw502d" / "patterns"
+
+
+def _need(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+          path: Path) -> Any:
+    if key not in table:
+        raise CatalogError(path, where, f"missing key {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise CatalogError(path, where, f"{key!r} must be {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _compile(template: str, path: Path, where: str) -> Compiled:
+    try:
+        return compile_template(template)
+    except TemplateError as exc:
+        raise CatalogError(path, where, f"template {template!r}: {exc}") from exc
+
+
+def _examples(raw: Any, path: Path, where: str, default: str | None) -> tuple[Example, ...]:
+    if not isinstance(raw, list):
+        raise CatalogError(path, where, "examples must be an array of tables")
+    out = []
+    for n, ex in enumerate(raw, 1):
+        at = f"{where} example {n}"
+        if not isinstance(ex, dict):
+            raise CatalogError(path, at, "must be a table")
+        line = _need(ex, "line", str, at, path)
+        origin = _need(ex, "origin", str, at, path)
+        incident = ex.get("incident", default)
+        fields = ex.get("fields", {})
+        if not isinstance(fields, dict):
+            raise CatalogError(path, at, "'fields' must be a table")
+        out.append(Example(line, incident or None, fields, origin, str(ex.get("why", ""))))
+    return tuple(out)
+
+
+def _template_names(text: str, path: Path, where: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    except ValueError as exc:
+        raise CatalogError(path, where, f"remediation template: {exc}") from exc
+
+
+def _incident(raw: Any, family: str, captures: set[str], path: Path, n: int) -> Incident:
+    where = f"incident {n}"
+    if not isinstance(raw, dict):
+        raise CatalogError(path, where, "must be a table")
+    ident = _need(raw, "id", str, where, path)
+    where = f"incident {ident!r}"
+    if not ident.isidentifier() or not ident.islower():
+        raise CatalogError(path, where, "id must be lower_snake_case")
+    severity = _need(raw, "severity", str, where, path)
+    if severity not in SEVERITIES:
+        raise CatalogError(path, where, f"severity must be one of {SEVERITIES}")
+    status = raw.get("status")
+    if status == "none":
+        status = None
+    if status not in STATUSES:
+        raise CatalogError(path, where, f"status must be one of 502, 503, 504, 499 or 'none', "
+                                        f"got {status!r}")
+    templates = _need(raw, "messages", list, where, path)
+    if not templates or not all(isinstance(t, str) for t in templates):
+        raise CatalogError(path, where, "messages must be a non-empty array of strings")
+    messages = tuple(_compile(t, path, where) for t in templates)
+    known = set(captures)
+    for m in messages:
+        known.update(m.names)
+    when = raw.get("when")
+    if when is not None:
+        if when not in PREDICATES:
+            raise CatalogError(path, where, f"unknown predicate {when!r} "
+                                            f"(known: {', '.join(sorted(PREDICATES))})")
+        known.update(PROVIDES[when])
+    evidence = tuple(raw.get("evidence", ()))
+    unknown = set(evidence) - known
+    if unknown:
+        raise CatalogError(path, where, f"evidence names unknown facts {sorted(unknown)}")
+    remediation = _need(raw, "remediation", str, where, path)
+    unknown = _template_names(remediation, path, where) - set(evidence)
+    if unknown:
+        raise CatalogError(path, where, f"remediation uses {sorted(unknown)}, which are not "
+                                        "listed in 'evidence'")
+    docs = raw.get("docs", [])
+    if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+        raise CatalogError(path, where, "docs must be an array of URLs")
+    examples = _examples(raw.get("example", []), path, where, ident)
+    companion = raw.get("companion", False)
+    if not isinstance(companion, bool):
+        raise CatalogError(path, where, "companion must be true or false")
+    extra = set(raw) - {"id", "severity", "status", "summary", "messages", "evidence",
+                        "remediation", "docs", "example", "companion", "when"}
+    if extra:
+        raise CatalogError(path, where, f"unknown keys {sorted(extra)}")
+    return Incident(
+        id=ident, source=family, severity=severity, status=status,
+        summary=_need(raw, "summary", str, where, path), remediation=remediation,
+        docs=tuple(docs), messages=messages, templates=tuple(templates), evidence=evidence,
+        examples=examples, when=when, companion=companion, path=str(path),
+    )
+
+
+def parse_family(data: Mapping[str, Any], path: Path) -> Family:
+    """Validate one decoded pattern file."""
+    name = _need(data, "family", str, "file", path)
+    fmt = FORMATS.get(name)
+    if fmt is not None:
+        if "prefix" in data or "context" in data:
+            raise CatalogError(path, "family", f"the line format of {name!r} is built in "
+                                               f"(gw502d.parse.{name}); remove prefix/context")
+        prefix = compile_template(fmt.prefix)
+        context = compile_template(fmt.context) if fmt.context else None
+        evidence_context = (compile_template(fmt.evidence_context)
+                            if fmt.evidence_context else context)
+    else:
+        prefix = _compile(_need(data, "prefix", str, "family", path), path, "prefix")
+        context = _compile(data["context"], path, "context") if "context" in data else None
+        evidence_context = context
+    captures = set(prefix.names) | set(context.names if context else ())
+    raw_incidents = data.get("incident", [])
+    if not isinstance(raw_incidents, list):
+        raise CatalogError(path, "file", "'incident' must be an array of tables ([[incident]])")
+    incidents = tuple(_incident(r, name, captures, path, n) for n, r in enumerate(raw_incidents, 1))
+    benign = _examples(data.get("benign", []), path, "benign", None)
+    return Family(name, str(data.get("description", "")), prefix, context, evidence_context,
+                  incidents, benign, str(path))
+
+
+def load_file(path: Path) -> Family:
+    """Read and validate one pattern file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CatalogError(path, "file", f"cannot read: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(path, "file", f"not valid TOML: {exc}") from exc
+    return parse_family(data, path)
+
+
+def _merge(families: Sequence[Family]) -> tuple[Family, ...]:
+    """User files for an existing family add incidents to it; they keep the built-in prefix."""
+    merged: dict[str, Family] = {}
+    for fam in families:
+        have = merged.get(fam.name)
+        if have is None:
+            merged[fam.name] = fam
+            continue
+        merged[fam.name] = replace(have, incidents=have.incidents + fam.incidents,
+                                   benign=have.benign + fam.benign)
+    return tuple(merged.values())
+
+
+def pattern_files(dirs: Iterable[Path]) -> list[Path]:
+    """The ``*.toml`` files of each directory, sorted by name, directories in order."""
+    return [f for d in dirs for f in sorted(Path(d).glob("*.toml"))]
+
+
+def load_catalog(extra_dirs: Iterable[Path | str] = (), *, builtin: bool = True,
+                 files: Iterable[Path | str] = ()) -> Catalog:
+    """Load the built-in catalog, then every ``*.toml`` in *extra_dirs*, then *files*."""
+    paths = pattern_files([builtin_pattern_dir()]) if builtin else []
+    paths += pattern_files(Path(d) for d in extra_dirs)
+    paths += [Path(f) for f in files]
+    return Catalog(_merge([load_file(p) for p in paths]), tuple(str(p) for p in paths))

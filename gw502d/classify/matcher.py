@@ -1,0 +1,236 @@
+"""The classifier: the whole catalog compiled into one anchored regular expression.
+
+Every family contributes ``PREFIX(?:MESSAGE1()|MESSAGE2()|...)`` and the families are
+joined in one alternation, matched with ``re.match`` on raw bytes. A line that is no
+incident is rejected in C within a few bytes of its structured prefix and never reaches
+Python. Two details keep that fast:
+
+- each variant ends with an empty marker group; it closes last, so ``m.lastindex`` names
+  the :class:`Slot`, and no branch starts with a group (sre skips a branch whose first
+  literal or character class does not match without entering it);
+- the hot regex captures only the facts the remediation needs (the incident's
+  ``evidence``); all facts of a hit come from the slot's own full regex, run on hits only.
+
+Classification looks only at the message at its position after the prefix: the
+client-controlled request, host and referrer nginx appends can carry any text, and a
+match that starts anywhere else is impossible by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gw502d.classify.catalog import Catalog, Family, Incident
+from gw502d.classify.predicates import NEEDS, PREDICATES
+from gw502d.classify.template import Compiled, Converter
+from gw502d.parse import FAMILIES
+from gw502d.parse.record import facts as group_facts
+
+Captures = tuple[tuple[str, Converter], ...]
+RawKey = tuple[bytes | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A classified line: the catalog entry and the facts read from the line."""
+
+    incident: Incident
+    facts: dict[str, Any]
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One message variant inside the combined regex and the entries it can mean.
+
+    ``candidates`` share the same template; entries with a ``when`` predicate come first,
+    an entry without one is the fallback. ``hot`` are the facts the hot regex captures,
+    starting at group ``first``; ``full`` captures every fact of the line.
+    """
+
+    group: int
+    family: Family
+    candidates: tuple[Incident, ...]
+    hot: Captures
+    first: int
+    full: re.Pattern[bytes]
+    full_captures: tuple[tuple[Captures, int], ...]
+    context: re.Pattern[bytes] | None = None
+
+    @property
+    def fixed(self) -> Incident | None:
+        """The entry when it needs no predicate (the common, fast case)."""
+        first = self.candidates[0]
+        return first if first.when is None else None
+
+    def raw_key(self) -> Callable[[re.Match[bytes]], RawKey]:
+        """A function reading the hot facts of a match as raw bytes (cheap, hashable).
+
+        Message facts come from the combined match; context facts (nginx's upstream) from
+        the slot's own context regex, anchored where the message ended.
+        """
+        context = self.context
+        n_message = len(self.hot) - (context.groups if context else 0)
+        groups = tuple(range(self.first, self.first + n_message))
+
+        def message(m: re.Match[bytes]) -> RawKey:
+            if not groups:
+                return ()
+            return (m.group(groups[0]),) if len(groups) == 1 else m.group(*groups)
+
+        if context is None:
+            return message
+        missing: RawKey = (None,) * context.groups
+        match = context.match
+
+        def with_context(m: re.Match[bytes]) -> RawKey:
+            c = match(m.string, m.end())
+            return message(m) + (c.groups() if c else missing)
+
+        return with_context
+
+    def hot_facts(self, raw: RawKey) -> dict[str, Any]:
+        """Convert a raw key back into named facts."""
+        out: dict[str, Any] = {}
+        for (name, convert), value in zip(self.hot, raw, strict=True):
+            if value is not None:
+                text = value.decode("utf-8", "backslashreplace")
+                try:
+                    out[name] = convert(text)
+                except (KeyError, ValueError):
+                    out[name] = text
+        return out
+
+    def pick(self, facts: dict[str, Any]) -> Incident | None:
+        """The candidate whose condition holds; adds the predicate's facts to *facts*."""
+        for incident in self.candidates:
+            if incident.when is None:
+                return incident
+            extra = PREDICATES[incident.when](facts)
+            if extra is not None:
+                facts.update(extra)
+                return incident
+        return None
+
+    def resolve(self, line: bytes) -> Hit | None:
+        """Every fact of *line* (prefix, message, context) and the entry it is."""
+        m = self.full.match(line)
+        if m is None:  # pragma: no cover - the hot regex matched the same text
+            return None
+        found: dict[str, Any] = {}
+        for captures, first in self.full_captures:
+            found.update(group_facts(m, captures, first))
+        incident = self.pick(found)
+        return None if incident is None else Hit(incident, found, line)
+
+
+def _factor(items: list[tuple[str, str]]) -> list[str]:
+    """Alternatives as a trie over their literal leads, so a shared start is tested once.
+
+    Items are (lead literal, rest regex) in priority order; order is kept among items that
+    share a start, and items whose lead is used up come after the longer ones.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for lead, rest in items:
+        groups.setdefault(lead[:1], []).append((lead, rest))
+    done = groups.pop("", [])
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            lead, rest = group[0]
+            out.append(re.escape(lead) + rest)
+            continue
+        common = os.path.commonprefix([lead for lead, _ in group])  # noqa: RUF071 - wanted
+        inner = _factor([(lead[len(common):], rest) for lead, rest in group])
+        out.append(f"{re.escape(common)}(?:{'|'.join(inner)})")
+    return out + [rest for _, rest in done]
+
+
+class Classifier:
+    """Compiled catalog. ``match`` is the hot-path entry point; ``classify`` the full one.
+
+    >>> from gw502d.classify.catalog import load_catalog
+    >>> c = Classifier(load_catalog())
+    >>> c.classify(b"invalid request block size: 21573 (max 4096)...skip").incident.id
+    'protocol_mismatch'
+    """
+
+    def __init__(self, catalog: Catalog, families: Iterable[str] | None = None) -> None:
+        wanted = set(families) if families is not None else None
+        # Busiest and strictest prefixes first; uWSGI's prefix is optional, so it goes last.
+        order = {name: n for n, name in enumerate(FAMILIES)}
+        self.catalog = catalog
+        self.families = tuple(sorted(
+            (f for f in catalog.families if wanted is None or f.name in wanted),
+            key=lambda f: order.get(f.name, len(order)),
+        ))
+        self._pending: list[tuple[str, Slot]] = []
+        parts = [self._family(fam) for fam in self.families]
+        self.pattern = re.compile(("|".join(p for p in parts if p) or "(?!)").encode(),
+                                  re.DOTALL)
+        self.match = self.pattern.match
+        index = self.pattern.groupindex
+        self.slots: dict[int, Slot] = {}
+        for tag, slot in self._pending:
+            n_message = len(slot.hot) - (slot.context.groups if slot.context else 0)
+            first = index[f"{tag}_{slot.hot[0][0]}"] if n_message else 0
+            self.slots[index[tag]] = replace(slot, group=index[tag], first=first)
+
+    def _family(self, fam: Family) -> str:
+        variants: dict[str, tuple[Compiled, list[Incident]]] = {}
+        for incident in fam.incidents:
+            for message in incident.messages:
+                variants.setdefault(message.regex, (message, []))[1].append(incident)
+        if not variants:
+            return ""
+        alternatives = [self._slot(fam, tuple(incidents), message)
+                        for message, incidents in variants.values()]
+        return f"{fam.prefix.keeping(()).regex}(?:{'|'.join(_factor(alternatives))})"
+
+    def _slot(self, fam: Family, incidents: tuple[Incident, ...],
+              message: Compiled) -> tuple[str, str]:
+        """Register the slot for one variant; return its hot regex as (lead, rest).
+
+        Groups are named after the slot (``s3_upstream``, marker ``s3``): factoring reorders
+        the alternatives, so their numbers are only known once the whole regex is built.
+        """
+        wanted: set[str] = set()
+        for incident in incidents:
+            wanted.update(incident.evidence)
+            if incident.when is not None:
+                wanted.update(NEEDS[incident.when])
+        tag = f"s{len(self._pending)}"
+        hot_message = message.keeping(wanted, tag)
+        hot = hot_message.captures
+        context = None
+        if fam.evidence_context is not None:
+            hot_context = fam.evidence_context.keeping(wanted)
+            if hot_context.captures:
+                context = re.compile(hot_context.regex.encode(), re.DOTALL)
+                hot += hot_context.captures
+        full_regex = fam.prefix.regex + message.regex + (fam.context.regex if fam.context else "")
+        full_caps: list[tuple[Captures, int]] = []
+        n = 1
+        for part in (fam.prefix, message, fam.context):
+            if part is not None:
+                full_caps.append((part.captures, n))
+                n += len(part.captures)
+        self._pending.append((tag, Slot(
+            group=0, family=fam,
+            candidates=tuple(sorted(incidents, key=lambda i: i.when is None)),
+            hot=hot, first=0,
+            full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
+            context=context,
+        )))
+        return hot_message.lead, f"{hot_message.tail}(?P<{tag}>)"
+
+    def classify(self, line: bytes) -> Hit | None:
+        """Classify one line (bytes, without its newline) with all its facts."""
+        m = self.match(line)
+        if m is None or m.lastindex is None:
+            return None
+        return self.slots[m.lastindex].resolve(line)

@@ -1,0 +1,45 @@
+"""Named conditions a catalog entry can require with ``when = "..."``.
+
+Some incidents share one message and differ only in what a fact means: uWSGI logs
+``invalid request block size: N`` both for a request too big for ``buffer-size`` and for
+plain HTTP sent to a uwsgi socket. A predicate looks at the facts of a matched line and
+returns the facts it adds when it holds, or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Facts = Mapping[str, Any]
+Predicate = Callable[[Facts], dict[str, Any] | None]
+
+HTTP_METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "CONNECT",
+                "TRACE", "PRI", "PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK")
+
+# uWSGI reads the first 4 bytes of a request as its packet header: modifier1 (1 byte),
+# datasize (2 bytes, little-endian), modifier2. For "GET / HTTP/1.1" the datasize is the
+# bytes "ET", 0x5445 = 21573. Map every size a method's 2nd and 3rd letters spell.
+METHOD_BY_BLOCK_SIZE: dict[int, str] = {}
+for _method in reversed(HTTP_METHODS):
+    _head = (_method + " ").encode()
+    METHOD_BY_BLOCK_SIZE[_head[1] | _head[2] << 8] = _method
+
+
+def block_size_spells_method(facts: Facts) -> dict[str, Any] | None:
+    """The block size is two letters of an HTTP method: plain HTTP hit a uwsgi socket."""
+    method = METHOD_BY_BLOCK_SIZE.get(facts.get("block_size", -1))
+    return None if method is None else {"method": method}
+
+
+PREDICATES: dict[str, Predicate] = {
+    "block_size_spells_method": block_size_spells_method,
+}
+# The facts each predicate reads, so the hot regex captures them.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "block_size_spells_method": ("block_size",),
+}
+# The facts each predicate adds, so the catalog can check templates that use them.
+PROVIDES: dict[str, tuple[str, ...]] = {
+    "block_size_spells_method": ("method",),
+}

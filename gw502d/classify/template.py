@@ -1,0 +1,194 @@
+"""Message templates: the small language the catalog uses to describe a log message.
+
+A template is literal text with typed captures and optional parts::
+
+    upstream timed out ({errno:int}: {strerror:text}) while {phase:ngx_phase}
+    DAMN ! worker {worker:int} (pid: {worker_pid:int}) died[?, killed by signal {signal:int}] :(
+
+- ``{name:type}`` captures a fact; ``{:type}`` matches without capturing.
+- ``[?...]`` is optional; ``\\[``, ``\\]``, ``\\{`` and ``\\}`` are literal brackets where
+  they would otherwise start or end a part.
+
+The grammar is pyparsing (it runs once per template, at catalog load); what it produces
+is a plain regular expression, so no pyparsing code runs per log line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyparsing as pp
+
+Converter = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureType:
+    """A capture type: the regex it matches and how its text becomes a fact value."""
+
+    regex: str
+    convert: Converter = str
+
+
+def _phase(mapping: dict[str, str]) -> CaptureType:
+    alternation = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    return CaptureType(f"(?:{alternation})", mapping.__getitem__)
+
+
+# nginx's "while ..." action strings (ngx_http_upstream.c, ngx_http_request.c) mapped to the
+# phase names the remediation and the metrics speak of.
+NGX_UPSTREAM_PHASES = {
+    "connecting to upstream": "connect",
+    "SSL handshaking to upstream": "connect",
+    "sending request to upstream": "send",
+    "reading response header from upstream": "read_header",
+    "reading upstream": "read_body",
+}
+# Phases in which nginx talks to the client; "... failed (32: Broken pipe)" here is the
+# client's doing, in an upstream phase it is the upstream's.
+NGX_CLIENT_PHASES = {
+    "reading client request line": "read_request",
+    "reading client request headers": "read_request",
+    "reading client request body": "read_body",
+    "sending to client": "send_response",
+    "sending response to client": "send_response",
+}
+# nginx notices a client gone in any phase: "client prematurely closed connection while
+# sending request to upstream" is the client's doing too.
+NGX_ANY_PHASES = {
+    **NGX_CLIENT_PHASES,
+    **{action: f"upstream_{phase}" for action, phase in NGX_UPSTREAM_PHASES.items()},
+}
+
+TYPES: dict[str, CaptureType] = {
+    "int": CaptureType(r"\d+", int),
+    "ident": CaptureType(r"\w+"),
+    "word": CaptureType(r"\S+"),
+    # no brackets, parentheses, quotes or commas: addresses, paths, file names
+    "token": CaptureType(r"[^\s()\[\]\",]+"),
+    # lazy: use it only where a literal follows soon on every line it is tried on
+    "text": CaptureType(r".*?"),
+    # strerror() text inside "(errno: text)": bounded, so a failed match cannot run on
+    "errtext": CaptureType(r"[^()]*"),
+    "rest": CaptureType(r".*"),
+    "level": CaptureType(r"[a-z]+"),
+    "LEVEL": CaptureType(r"[A-Z]+"),
+    "method": CaptureType(r"[A-Z]+"),
+    # written out, not \d{4}: a branch that starts with a character class is skipped by sre
+    # without entering it when the first byte does not fit
+    "ngx_time": CaptureType(r"\d\d\d\d/\d\d/\d\d \d\d:\d\d:\d\d"),
+    "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
+    "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
+    "clf_time": CaptureType(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"),
+    "ansi": CaptureType(r"(?:\x1b\[[\d;]*m)*"),
+    # no comma: nginx's "server:" value (a server_name or listen address)
+    "field": CaptureType(r"[^,]*"),
+    # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
+    "upstream": CaptureType(r"[a-z0-9+]+://(?:unix:[^\s\":]*:?|[^\s\"/]*)"),
+    "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
+                                 r"\{rss usage: \d+ bytes/\d+MB\} "),
+    "ngx_phase": _phase(NGX_UPSTREAM_PHASES),
+    "ngx_client_phase": _phase(NGX_CLIENT_PHASES),
+    "ngx_any_phase": _phase(NGX_ANY_PHASES),
+}
+
+
+class TemplateError(ValueError):
+    """A template that does not parse or names an unknown capture type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A template turned into a regex body (no anchors) and its captures in group order."""
+
+    source: str
+    regex: str
+    captures: tuple[tuple[str, Converter], ...]
+    lead: str = ""  # the literal text the template starts with
+    tail: str = ""  # the regex after the lead
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.captures)
+
+    def keeping(self, names: Iterable[str], tag: str = "") -> Compiled:
+        """The same template capturing only *names*: fewer groups for the hot path.
+
+        With *tag*, groups are named ``{tag}_{name}`` so they can be found in a larger regex.
+        """
+        return compile_template(self.source, frozenset(names), tag)
+
+
+def _grammar() -> pp.ParserElement:
+    def lit(t: pp.ParseResults) -> tuple[str, str]:
+        return ("lit", t[0][1:] if t[0].startswith("\\") else t[0])
+
+    escaped = pp.Regex(r"\\[\[\]{}\\]").set_parse_action(lit)
+    # "[" starts an optional part only as "[?"; "]" closes one only inside it.
+    literal = pp.Regex(r"[^\[\]{}\\]+|\[(?!\?)").set_parse_action(lit)
+    closing = pp.Literal("]").set_parse_action(lit)
+    ident = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*")
+    capture = (
+        pp.Suppress("{") + pp.Opt(ident, default="") + pp.Suppress(":") + ident + pp.Suppress("}")
+    ).set_parse_action(lambda t: ("cap", t[0], t[1]))
+    inner = pp.Forward()
+    optional = (pp.Suppress("[?") + inner + pp.Suppress("]")).set_parse_action(
+        lambda t: ("opt", list(t))
+    )
+    inner <<= pp.ZeroOrMore(optional | capture | escaped | literal)
+    top = pp.ZeroOrMore(optional | capture | escaped | literal | closing) + pp.StringEnd()
+    for element in (escaped, literal, closing, ident, capture, optional, inner, top):
+        element.leave_whitespace()
+    return top
+
+
+_GRAMMAR = _grammar()
+
+
+def compile_template(template: str, keep: frozenset[str] | None = None,
+                     tag: str = "") -> Compiled:
+    """Compile *template* into a regex body with one group per named capture.
+
+    With *keep*, only those names become groups; the others match without capturing.
+    """
+    try:
+        parts = _GRAMMAR.parse_string(template, parse_all=True).as_list()
+    except pp.ParseBaseException as exc:
+        raise TemplateError(f"cannot parse template at column {exc.col}: {exc.msg}") from exc
+    captures: list[tuple[str, Converter]] = []
+
+    def emit(items: list[Any]) -> str:
+        out: list[str] = []
+        for kind, *args in items:
+            if kind == "lit":
+                out.append(re.escape(args[0]))
+            elif kind == "opt":
+                out.append(f"(?:{emit(args[0])})?")
+            else:
+                name, type_name = args
+                ctype = TYPES.get(type_name)
+                if ctype is None:
+                    raise TemplateError(
+                        f"unknown capture type {type_name!r} (known: {', '.join(sorted(TYPES))})"
+                    )
+                if not name or (keep is not None and name not in keep):
+                    out.append(f"(?:{ctype.regex})")
+                    continue
+                if name in (n for n, _ in captures):
+                    raise TemplateError(f"capture {name!r} appears twice")
+                captures.append((name, ctype.convert))
+                out.append(f"(?P<{tag}_{name}>{ctype.regex})" if tag else f"({ctype.regex})")
+        return "".join(out)
+
+    n_lead = next((n for n, part in enumerate(parts) if part[0] != "lit"), len(parts))
+    lead = "".join(part[1] for part in parts[:n_lead])
+    tail = emit(parts[n_lead:])
+    regex = re.escape(lead) + tail
+    try:
+        re.compile(regex)
+    except re.error as exc:  # pragma: no cover - the grammar only emits valid regexes
+        raise TemplateError(f"template compiles to an invalid regex: {exc}") from exc
+    return Compiled(template, regex, tuple(captures), lead, tail)

@@ -1,0 +1,12 @@
+"""gunicorn error log records (glogging.Logger, default ``--error-logfile`` format).
+
+``[2024-05-01 10:00:00 +0000] [812] [ERROR] message``. Tracebacks follow a record on
+lines of their own, without the prefix: they belong to the record above them.
+"""
+
+from gw502d.parse.record import RecordFormat
+
+FORMAT = RecordFormat(
+    family="gunicorn",
+    prefix="[{time:iso_time}] [{pid:int}] [{level:LEVEL}] ",
+)

@@ -1,0 +1,21 @@
+"""uWSGI log records.
+
+uWSGI writes plain lines with no prefix by default; ``--log-date`` (or ``log-date = true``)
+prefixes them with ctime ``Sat Jan  7 10:00:00 2017 - ``. Request log lines start with
+``[pid: N|app: N|req: N/N]``, optionally after ``{address space usage: ...}`` memory
+reports. Errors on a request use the ``uwsgi_req_error`` form (core/uwsgi.h):
+``func(): strerror [file line N] during METHOD URI (ADDR)``.
+"""
+
+from gw502d.parse.record import RecordFormat
+
+FORMAT = RecordFormat(
+    family="uwsgi",
+    prefix="[?{time:ctime} - ]",
+    forms={
+        "request_log": "[?{:memory_report}][pid: {worker_pid:int}|app: {app:int}|"
+                       "req: {:int}/{:int}] {client:token} ",
+        "request_error": "[?{time:ctime} - ]{func:ident}(): {strerror:text} [{:token} line {:int}] "
+                         "during {method:method} ",
+    },
+)

@@ -1,0 +1,112 @@
+"""Classification on structure: decoys, near misses, and arbitrary bytes never crash."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gw502d.classify.catalog import load_catalog
+from gw502d.classify.matcher import Classifier
+from gw502d.classify.predicates import METHOD_BY_BLOCK_SIZE
+from gw502d.classify.tally import Tally
+
+CLASSIFIER = Classifier(load_catalog())
+NGX = b"2024/05/01 10:00:00 [error] 812#812: *3 "
+MESSAGES = [
+    b"upstream sent too big header while reading response header from upstream",
+    b"upstream timed out (110: Connection timed out) while reading response header from upstream",
+    b"upstream prematurely closed connection while reading response header from upstream",
+    b"invalid request block size: 4363 (max 4096)...skip",
+    b"*** HARAKIRI ON WORKER 1 (pid: 2, try: 1) ***",
+    b"DAMN ! worker 1 (pid: 1) died, killed by signal 9 :( trying respawn ...",
+]
+
+
+def incident(line: bytes) -> str | None:
+    hit = CLASSIFIER.classify(line)
+    return hit.incident.id if hit else None
+
+
+def test_incident_text_in_client_fields_is_not_an_incident():
+    for message in MESSAGES:
+        for field in (b"request", b"host", b"referrer"):
+            line = (NGX + b'open() "/usr/share/nginx/html/x" failed (2: No such file or '
+                    b'directory), client: 10.0.0.1, server: localhost, ' + field + b': "' +
+                    message + b'"')
+            assert incident(line) is None, line
+        # a whole fake nginx record smuggled into the referrer
+        fake = NGX + message + b', client: 1.2.3.4, server: x, request: "GET / HTTP/1.1"'
+        line = (NGX + b'open() "/x" failed (2: No such file or directory), client: 10.0.0.1, '
+                b'server: localhost, request: "GET /x HTTP/1.1", referrer: "' + fake + b'"')
+        assert incident(line) is None
+
+
+def test_upstream_is_read_at_its_position_not_from_the_referrer():
+    line = (NGX + b'upstream sent too big header while reading response header from upstream, '
+            b'client: 10.0.0.1, server: localhost, request: "GET / HTTP/1.1", '
+            b'upstream: "uwsgi://127.0.0.1:3031", host: "x", '
+            b'referrer: "http://e/?, upstream: \\"http://6.6.6.6:80\\""')
+    hit = CLASSIFIER.classify(line)
+    assert hit is not None and hit.facts["upstream"] == "uwsgi://127.0.0.1:3031"
+    tally = Tally(CLASSIFIER)
+    tally.feed([line])
+    k = tally.keys.index(("upstream_header_too_big", "nginx"))
+    evidence = tally.evidence_for(k)
+    assert evidence is not None
+    assert evidence.facts()[0][0] == {"upstream": "uwsgi://127.0.0.1:3031"}
+
+
+def test_near_misses_stay_benign():
+    for line in [
+        b"Thu May  2 10:00:00 2024 - uwsgi_response_write_body_do() TIMEOUT !!!",
+        b"[pid: 1|app: 0|req: 1/1] 1.2.3.4 () {34 vars in 512 bytes} [Thu May  2 10:00:00 2024] "
+        b"GET / => generated 0 bytes in 1 msecs (HTTP/1.1 502) 2 headers in 64 bytes",
+        NGX + b"client closed connection while waiting for request, client: 1.2.3.4, server: x",
+        b"upstream sent too big header",  # nginx message without its prefix
+        b" " + NGX + MESSAGES[0],         # not at the start of the line
+    ]:
+        assert incident(line) is None, line
+
+
+def test_block_size_spelling_a_method_is_a_protocol_mismatch():
+    for size, method in METHOD_BY_BLOCK_SIZE.items():
+        hit = CLASSIFIER.classify(b"invalid request block size: %d (max 4096)...skip" % size)
+        assert hit is not None and hit.incident.id == "protocol_mismatch"
+        assert hit.facts["method"] == method
+    assert METHOD_BY_BLOCK_SIZE[21573] == "GET"
+    too_big = b"invalid request block size: 4363 (max 4096)...skip"
+    assert incident(too_big) == "request_block_too_big"
+
+
+def test_companion_lines_are_not_counted_as_incidents():
+    tally = Tally(CLASSIFIER)
+    tally.feed([
+        b"SIGPIPE: writing to a closed pipe/socket/fd (probably the client disconnected) on "
+        b"request /x (ip 1.2.3.4) !!!",
+        b"Thu May  2 10:00:00 2024 - uwsgi_response_write_body_do(): Broken pipe "
+        b"[core/writer.c line 429] during GET /x (1.2.3.4)",
+        b"OSError: write error",
+    ])
+    assert tally.count("client_disconnect", "uwsgi") == 1
+    assert sum(tally.companions) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_never_crash_and_are_no_incident(data):
+    for line in data.split(b"\n"):
+        assert CLASSIFIER.classify(line) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([b"\x00", b"\xff\xfe", b"\x1b[31m"]))
+def test_garbage_around_an_incident_message_never_crashes(junk, poison):
+    line = NGX + MESSAGES[0] + b", client: " + junk + poison + b", server: " + poison
+    hit = CLASSIFIER.classify(line)
+    assert hit is not None and hit.incident.id == "upstream_header_too_big"
+    assert all(isinstance(v, (str, int)) for v in hit.facts.values())
+
+
+def test_very_long_line_is_classified_on_its_head():
+    line = NGX + MESSAGES[0] + b', client: 1.2.3.4, server: x, request: "GET /' + b"a" * (10 << 20)
+    assert incident(line) == "upstream_header_too_big"
