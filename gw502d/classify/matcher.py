@@ -59,7 +59,6 @@ class Slot:
     first: int
     full: re.Pattern[bytes]
     full_captures: tuple[tuple[Captures, int], ...]
-    context: re.Pattern[bytes] | None = None
 
     @property
     def fixed(self) -> Incident | None:
@@ -68,30 +67,14 @@ class Slot:
         return first if first.when is None else None
 
     def raw_key(self) -> Callable[[re.Match[bytes]], RawKey]:
-        """A function reading the hot facts of a match as raw bytes (cheap, hashable).
-
-        Message facts come from the combined match; context facts (nginx's upstream) from
-        the slot's own context regex, anchored where the message ended.
-        """
-        context = self.context
-        n_message = len(self.hot) - (context.groups if context else 0)
-        groups = tuple(range(self.first, self.first + n_message))
-
-        def message(m: re.Match[bytes]) -> RawKey:
-            if not groups:
-                return ()
-            return (m.group(groups[0]),) if len(groups) == 1 else m.group(*groups)
-
-        if context is None:
-            return message
-        missing: RawKey = (None,) * context.groups
-        match = context.match
-
-        def with_context(m: re.Match[bytes]) -> RawKey:
-            c = match(m.string, m.end())
-            return message(m) + (c.groups() if c else missing)
-
-        return with_context
+        """A function reading the hot facts of a match as raw bytes (cheap, hashable)."""
+        groups = tuple(range(self.first, self.first + len(self.hot)))
+        if not groups:
+            return lambda m: ()
+        if len(groups) == 1:
+            (g,) = groups
+            return lambda m: (m.group(g),)
+        return lambda m: m.group(*groups)
 
     def hot_facts(self, raw: RawKey) -> dict[str, Any]:
         """Convert a raw key back into named facts."""
@@ -176,8 +159,7 @@ class Classifier:
         index = self.pattern.groupindex
         self.slots: dict[int, Slot] = {}
         for tag, slot in self._pending:
-            n_message = len(slot.hot) - (slot.context.groups if slot.context else 0)
-            first = index[f"{tag}_{slot.hot[0][0]}"] if n_message else 0
+            first = index[f"{tag}_{slot.hot[0][0]}"] if slot.hot else 0
             self.slots[index[tag]] = replace(slot, group=index[tag], first=first)
 
     def _family(self, fam: Family) -> str:
@@ -205,12 +187,12 @@ class Classifier:
                 wanted.update(NEEDS[incident.when])
         tag = f"s{len(self._pending)}"
         hot_message = message.keeping(wanted, tag)
-        hot = hot_message.captures
-        context = None
+        body, hot = hot_message.tail, hot_message.captures
         if fam.evidence_context is not None:
-            hot_context = fam.evidence_context.keeping(wanted)
+            # nginx's upstream field: optional, so a line cut at 2048 bytes still counts
+            hot_context = fam.evidence_context.keeping(wanted, tag)
             if hot_context.captures:
-                context = re.compile(hot_context.regex.encode(), re.DOTALL)
+                body += f"(?:{hot_context.regex})?"
                 hot += hot_context.captures
         full_regex = fam.prefix.regex + message.regex + (fam.context.regex if fam.context else "")
         full_caps: list[tuple[Captures, int]] = []
@@ -224,9 +206,8 @@ class Classifier:
             candidates=tuple(sorted(incidents, key=lambda i: i.when is None)),
             hot=hot, first=0,
             full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
-            context=context,
         )))
-        return hot_message.lead, f"{hot_message.tail}(?P<{tag}>)"
+        return hot_message.lead, f"{body}(?P<{tag}>)"
 
     def classify(self, line: bytes) -> Hit | None:
         """Classify one line (bytes, without its newline) with all its facts."""

@@ -88,18 +88,9 @@ class Tally:
         index = self._index
         evidence, evidence_slot = self.evidence, self.evidence_slot
 
-        def count(k: int, m: re.Match[bytes]) -> None:
-            counts[k] += 1
-            last[k] = m.string
-            if counts[k] == 1:
-                first[k] = m.string
-                evidence_slot[k] = slot
-            if on_hit is not None:
-                on_hit(k, slot, m)
-
-        if fixed is not None and not slot.hot:
-            k = index[fixed.key]
-            return lambda m: count(k, m)
+        def first_hit(k: int, m: re.Match[bytes]) -> None:
+            first[k] = m.string
+            evidence_slot[k] = slot
 
         def note(k: int, raw: RawKey) -> None:
             seen = evidence[k]
@@ -111,21 +102,49 @@ class Tally:
                 seen[OTHER] = seen.get(OTHER, 0) + 1
 
         if fixed is not None:
-            k_fixed = index[fixed.key]
+            k = index[fixed.key]
+            # The storm path: one closure, list and dict operations inline, no calls but
+            # the few that are needed.
+            if not slot.hot and on_hit is None:
+                def plain(m: re.Match[bytes]) -> None:
+                    n = counts[k] = counts[k] + 1
+                    last[k] = m.string
+                    if n == 1:
+                        first_hit(k, m)
 
-            def fixed_with_evidence(m: re.Match[bytes]) -> None:
-                count(k_fixed, m)
-                note(k_fixed, raw_key(m))
+                return plain
 
-            return fixed_with_evidence
+            seen = evidence[k]
+
+            def fixed_hit(m: re.Match[bytes]) -> None:
+                n = counts[k] = counts[k] + 1
+                last[k] = m.string
+                if n == 1:
+                    first_hit(k, m)
+                if slot.hot:
+                    raw = raw_key(m)
+                    if raw in seen:
+                        seen[raw] += 1
+                    else:
+                        note(k, raw)
+                if on_hit is not None:
+                    on_hit(k, slot, m)
+
+            return fixed_hit
 
         def chosen(m: re.Match[bytes]) -> None:
             raw = raw_key(m)
             incident = slot.pick(slot.hot_facts(raw))
-            if incident is not None:
-                k = index[incident.key]
-                count(k, m)
-                note(k, raw)
+            if incident is None:
+                return
+            k = index[incident.key]
+            n = counts[k] = counts[k] + 1
+            last[k] = m.string
+            if n == 1:
+                first_hit(k, m)
+            note(k, raw)
+            if on_hit is not None:
+                on_hit(k, slot, m)
 
         return chosen
 

@@ -15,6 +15,7 @@ is a plain regular expression, so no pyparsing code runs per log line.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ TYPES: dict[str, CaptureType] = {
     "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
     "clf_time": CaptureType(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"),
     "ansi": CaptureType(r"(?:\x1b\[[\d;]*m)*"),
+    "nospace": CaptureType(r"[^ ]*"),
     # no comma: nginx's "server:" value (a server_name or listen address)
     "field": CaptureType(r"[^,]*"),
     # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
@@ -148,16 +150,23 @@ def _grammar() -> pp.ParserElement:
 _GRAMMAR = _grammar()
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse(template: str) -> list[Any]:
+    """The template's parts (parsed once: a template is compiled several ways)."""
+    try:
+        parts: list[Any] = _GRAMMAR.parse_string(template, parse_all=True).as_list()
+    except pp.ParseBaseException as exc:
+        raise TemplateError(f"cannot parse template at column {exc.col}: {exc.msg}") from exc
+    return parts
+
+
 def compile_template(template: str, keep: frozenset[str] | None = None,
                      tag: str = "") -> Compiled:
     """Compile *template* into a regex body with one group per named capture.
 
     With *keep*, only those names become groups; the others match without capturing.
     """
-    try:
-        parts = _GRAMMAR.parse_string(template, parse_all=True).as_list()
-    except pp.ParseBaseException as exc:
-        raise TemplateError(f"cannot parse template at column {exc.col}: {exc.msg}") from exc
+    parts = _parse(template)
     captures: list[tuple[str, Converter]] = []
 
     def emit(items: list[Any]) -> str:
