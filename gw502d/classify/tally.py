@@ -103,9 +103,10 @@ class Tally:
 
         if fixed is not None:
             k = index[fixed.key]
-            # The storm path: one closure, list and dict operations inline, no calls but
-            # the few that are needed.
-            if not slot.hot and on_hit is None:
+            seen = evidence[k]
+            groups = tuple(range(slot.first, slot.first + len(slot.hot)))
+            # The storm path: one closure per slot shape, everything inline.
+            if not groups and on_hit is None:
                 def plain(m: re.Match[bytes]) -> None:
                     n = counts[k] = counts[k] + 1
                     last[k] = m.string
@@ -113,15 +114,28 @@ class Tally:
                         first_hit(k, m)
 
                 return plain
+            if len(groups) == 1 and on_hit is None:
+                (g,) = groups
 
-            seen = evidence[k]
+                def one_fact(m: re.Match[bytes]) -> None:
+                    n = counts[k] = counts[k] + 1
+                    last[k] = m.string
+                    if n == 1:
+                        first_hit(k, m)
+                    raw = (m.group(g),)
+                    if raw in seen:
+                        seen[raw] += 1
+                    else:
+                        note(k, raw)
+
+                return one_fact
 
             def fixed_hit(m: re.Match[bytes]) -> None:
                 n = counts[k] = counts[k] + 1
                 last[k] = m.string
                 if n == 1:
                     first_hit(k, m)
-                if slot.hot:
+                if groups:
                     raw = raw_key(m)
                     if raw in seen:
                         seen[raw] += 1

@@ -65,19 +65,21 @@ NGX_ANY_PHASES = {
 }
 
 TYPES: dict[str, CaptureType] = {
-    "int": CaptureType(r"\d+", int),
-    "ident": CaptureType(r"\w+"),
+    # Possessive (*+, ++) where the next literal can never be part of the capture: a
+    # failed match then gives up at once instead of backtracking through the line.
+    "int": CaptureType(r"\d++", int),
+    "ident": CaptureType(r"\w++"),
     "word": CaptureType(r"\S+"),
     # no brackets, parentheses, quotes or commas: addresses, paths, file names
-    "token": CaptureType(r"[^\s()\[\]\",]+"),
+    "token": CaptureType(r"[^\s()\[\]\",]++"),
     # lazy: use it only where a literal follows soon on every line it is tried on
     "text": CaptureType(r".*?"),
     # strerror() text inside "(errno: text)": bounded, so a failed match cannot run on
-    "errtext": CaptureType(r"[^()]*"),
+    "errtext": CaptureType(r"[^()]*+"),
     "rest": CaptureType(r".*"),
-    "level": CaptureType(r"[a-z]+"),
-    "LEVEL": CaptureType(r"[A-Z]+"),
-    "method": CaptureType(r"[A-Z]+"),
+    "level": CaptureType(r"[a-z]++"),
+    "LEVEL": CaptureType(r"[A-Z]++"),
+    "method": CaptureType(r"[A-Z]++"),
     # written out, not \d{4}: a branch that starts with a character class is skipped by sre
     # without entering it when the first byte does not fit
     "ngx_time": CaptureType(r"\d\d\d\d/\d\d/\d\d \d\d:\d\d:\d\d"),
@@ -85,11 +87,12 @@ TYPES: dict[str, CaptureType] = {
     "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
     "clf_time": CaptureType(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"),
     "ansi": CaptureType(r"(?:\x1b\[[\d;]*m)*"),
-    "nospace": CaptureType(r"[^ ]*"),
+    "nospace": CaptureType(r"[^ ]*+"),
+    "quoted": CaptureType(r"[^ \"]*+"),
     # no comma: nginx's "server:" value (a server_name or listen address)
-    "field": CaptureType(r"[^,]*"),
+    "field": CaptureType(r"[^,]*+"),
     # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
-    "upstream": CaptureType(r"[a-z0-9+]+://(?:unix:[^\s\":]*:?|[^\s\"/]*)"),
+    "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"),
     "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
                                  r"\{rss usage: \d+ bytes/\d+MB\} "),
     "ngx_phase": _phase(NGX_UPSTREAM_PHASES),

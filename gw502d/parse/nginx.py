@@ -23,7 +23,7 @@ FORMAT = RecordFormat(
     # Without spaces in the request line (nginx >= 1.21.1 rejects them), no client text can
     # fake the upstream field here: only server (config) and request come before it.
     evidence_context=(
-        ', client: {:field}, server: {:field}, request: "{:nospace} {:nospace} {:nospace}"'
-        '[?, subrequest: "{:nospace}"], upstream: "{upstream:upstream}'
+        ', client: {:field}, server: {:field}, request: "{:nospace} {:nospace} {:quoted}"'
+        '[?, subrequest: "{:quoted}"], upstream: "{upstream:upstream}'
     ),
 )
