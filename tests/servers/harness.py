@@ -122,7 +122,28 @@ def make_workdir(base: Path | None = None, prefix: str = "gw502d-") -> Path:
 # --------------------------------------------------------------------------- processes
 
 
-class Proc:
+class _StartStop:
+    """Context-manager plumbing: ``with X(...) as x`` starts it and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Proc(_StartStop):
     """One child process with stdout+stderr in a log file, stopped by its PID only.
 
     The child leads its own session, so after the leader dies we can also reap leftover
@@ -190,26 +211,12 @@ class Proc:
             os.killpg(pid, signal.SIGKILL)
         return self.popen.returncode
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class Server:
-    """Common start/stop/context-manager plumbing for the concrete servers below."""
+class Server(_StartStop):
+    """Common start/stop plumbing for the concrete servers below."""
 
     log_path: Path
     proc: Proc | None = None
-
-    def start(self) -> Self:
-        raise NotImplementedError
 
     def stop(self, timeout: float = 5.0) -> int | None:
         return None if self.proc is None else self.proc.stop(timeout)
@@ -228,17 +235,6 @@ class Server:
 
     def wait_for_line(self, match: Matcher, timeout: float = 10.0, *, start: int = 0) -> list[str]:
         return wait_for_line(self.log_path, match, timeout, start=start)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- apps

@@ -666,36 +666,34 @@ def nginx_upstream_backlog_full(
         )
 
 
-def nginx_upstream_premature_close(via: Via = "uwsgi", base: Path | None = None) -> Capture:
-    """The upstream reads the request and closes without answering (FIN)."""
-    with _workdir(base) as tmp, FakeUpstream(behave_close) as up:
+def _fake_upstream_failure(
+    behave: Callable[[socket.socket], None], incident: str, pattern: str, via: Via,
+    base: Path | None,
+) -> Capture:
+    """One request through nginx to a fake upstream that misbehaves as *behave* does."""
+    with _workdir(base) as tmp, FakeUpstream(behave) as up:
         nginx = Nginx(tmp, pass_block(via, up.port))
         with _running(nginx):
             resp = http_request(nginx.port, "/ok")
-            wait_for_line(nginx.log_path, "prematurely closed", 5)
+            wait_for_line(nginx.log_path, pattern, 5)
         return _nginx_capture(
-            nginx,
-            "upstream_premature_close",
-            via,
-            ["upstream prematurely closed connection"],
-            notes=[f"client got HTTP {status_of(resp)}"],
+            nginx, incident, via, [pattern], notes=[f"client got HTTP {status_of(resp)}"]
         )
+
+
+def nginx_upstream_premature_close(via: Via = "uwsgi", base: Path | None = None) -> Capture:
+    """The upstream reads the request and closes without answering (FIN)."""
+    return _fake_upstream_failure(
+        behave_close, "upstream_premature_close", "upstream prematurely closed connection",
+        via, base,
+    )
 
 
 def nginx_upstream_reset(via: Via = "uwsgi", base: Path | None = None) -> Capture:
     """The upstream reads the request and resets the connection (SO_LINGER 0 + close)."""
-    with _workdir(base) as tmp, FakeUpstream(behave_reset) as up:
-        nginx = Nginx(tmp, pass_block(via, up.port))
-        with _running(nginx):
-            resp = http_request(nginx.port, "/ok")
-            wait_for_line(nginx.log_path, "(104: ", 5)
-        return _nginx_capture(
-            nginx,
-            "upstream_reset",
-            via,
-            ["(104: Connection reset by peer)"],
-            notes=[f"client got HTTP {status_of(resp)}"],
-        )
+    return _fake_upstream_failure(
+        behave_reset, "upstream_reset", "(104: Connection reset by peer)", via, base
+    )
 
 
 def nginx_no_live_upstreams(via: Via = "proxy", base: Path | None = None) -> Capture:
@@ -888,48 +886,41 @@ def uwsgi_client_disconnect(
         )
 
 
-def uwsgi_worker_harakiri(base: Path | None = None) -> Capture:
-    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker."""
+def _uwsgi_worker_lost(
+    options: dict[str, object], path: str, scenario: str, variant: str, patterns: list[str],
+    primary: str, base: Path | None,
+) -> Capture:
+    """A request behind nginx that costs uWSGI its worker; waits for the respawn."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp, {"harakiri": 1})
+        uw = Uwsgi(tmp, options)
         assert uw.port is not None
         nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
         with _running(uw, nginx):
-            resp = http_request(nginx.port, "/sleep?s=3")
+            resp = http_request(nginx.port, path)
             wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
             _wait_quietly(nginx.log_path, "[error]", 2)
             time.sleep(0.3)
         return _uwsgi_capture(
-            uw,
-            "worker_harakiri",
-            "",
-            ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"],
-            primary="HARAKIRI ON WORKER",
-            nginx=nginx,
+            uw, scenario, variant, patterns, primary=primary, nginx=nginx,
             notes=[f"client got HTTP {status_of(resp)}"],
         )
+
+
+def uwsgi_worker_harakiri(base: Path | None = None) -> Capture:
+    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker."""
+    return _uwsgi_worker_lost(
+        {"harakiri": 1}, "/sleep?s=3", "worker_harakiri", "",
+        ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"], "HARAKIRI ON WORKER", base,
+    )
 
 
 def uwsgi_worker_died(sig: int = 9, base: Path | None = None) -> Capture:
     """The worker process dies by a signal mid-request (9 = OOM-killer-like, 11 = segfault)."""
-    with _workdir(base) as tmp:
-        uw = Uwsgi(tmp)
-        assert uw.port is not None
-        nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
-        with _running(uw, nginx):
-            resp = http_request(nginx.port, f"/crash?sig={sig}")
-            wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
-            _wait_quietly(nginx.log_path, "[error]", 2)
-            time.sleep(0.3)
-        return _uwsgi_capture(
-            uw,
-            "worker_died",
-            f"sig{sig}",
-            ["DAMN ! worker", "Respawned uWSGI worker", "Segmentation Fault", "!!! uWSGI"],
-            primary="DAMN ! worker",
-            nginx=nginx,
-            notes=[f"client got HTTP {status_of(resp)}"],
-        )
+    return _uwsgi_worker_lost(
+        {}, f"/crash?sig={sig}", "worker_died", f"sig{sig}",
+        ["DAMN ! worker", "Respawned uWSGI worker", "Segmentation Fault", "!!! uWSGI"],
+        "DAMN ! worker", base,
+    )
 
 
 def uwsgi_listen_queue_full(base: Path | None = None) -> Capture:
