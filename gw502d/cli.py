@@ -12,6 +12,7 @@ from gw502d import __version__
 from gw502d.classify.catalog import Catalog, CatalogError, load_catalog
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.selftest import check_examples
+from gw502d.daemon.cli import add_daemon_commands
 from gw502d.parse.detect import detect_family
 from gw502d.remediate import remediation_for
 from gw502d.report import render
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = psub.add_parser("test", help="run the example lines of pattern files")
     pt.add_argument("files", nargs="*", metavar="FILE")
     pt.set_defaults(func=cmd_patterns_test)
+    add_daemon_commands(sub)
     return parser
 
 

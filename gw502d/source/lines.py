@@ -60,13 +60,13 @@ class LineSplitter:
         if not lines:  # no newline: the unfinished line grows
             self._hold(last)
             return lines
-        slow = False
         if self._held:
-            slow = self._held + len(lines[0]) > cap
+            too_long = self._held + len(lines[0]) > cap
             lines[0] = self._tail + lines[0]
-        if slow or (
-            len(block) > cap and _has_run_longer_than(block, cap, len(block) - len(last))
-        ):
+            if too_long:  # the held head is capped already: cut and count it here
+                lines[0] = lines[0][:cap]
+                self.long_lines += 1
+        if len(block) > cap and _has_run_longer_than(block, cap, len(block) - len(last)):
             self._cut(lines)
         self._tail = b""
         self._held = 0

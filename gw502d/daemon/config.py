@@ -1,0 +1,254 @@
+"""The daemon's configuration: a TOML file, the built-in default, and command-line overrides.
+
+The keys are those of ``deploy/gw502d.toml.example``. Every problem raises
+:class:`ConfigError` naming the file, the key and what is wrong
+(``log[2].family: must be one of ...``; ``[[log]]`` tables count from 1), so that
+``gw502d check-config`` and a refused SIGHUP reload say what to fix. Relative paths in a
+file are taken from the file's directory, so a config and its patterns can move together.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from gw502d.source import LogSpec
+
+DEFAULT_PATH = Path("/etc/gw502d/gw502d.toml")
+DEFAULT_LISTEN = ":9502"
+# Followed when no file and no --log says otherwise; missing ones are waited for.
+DEFAULT_LOGS = (
+    LogSpec("/var/log/nginx/error.log", "nginx", "nginx"),
+    LogSpec("/var/log/uwsgi/*.log", "uwsgi", "uwsgi"),
+    LogSpec("/var/log/gunicorn/*.log", "gunicorn", "gunicorn"),
+)
+START_AT = ("end", "beginning")
+MAX_LINE_RANGE = (1024, 16 << 20)
+INCIDENTS_BUFFER_RANGE = (0, 10_000)
+CORRELATION_WINDOW_RANGE = (0, 3600)
+KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
+                  "correlation_window_seconds", "start_at", "web_config", "incidents_buffer",
+                  "redact", "log"})
+LOG_KEYS = frozenset({"path", "family", "name"})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names where, the key and why."""
+
+    def __init__(self, key: str, problem: str, source: str = "") -> None:
+        super().__init__(f"{source}: {key}: {problem}" if source else f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def default_state_dir() -> Path:
+    """/var/lib/gw502d for root (systemd's StateDirectory=), the XDG state dir otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/gw502d")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "gw502d"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Where the HTTP server binds; an empty host means every address (IPv6 and IPv4)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)  # no slots: the class attributes are the defaults parse_config uses
+class Config:
+    """A validated configuration; ``source`` says where it came from, for messages."""
+
+    logs: tuple[LogSpec, ...]
+    listen: Listen
+    state_dir: Path
+    pattern_dirs: tuple[Path, ...] = ()
+    max_line_bytes: int = 65536
+    correlation_window_seconds: float = 5.0
+    start_at: Literal["end", "beginning"] = "end"
+    web_config: Path | None = None
+    incidents_buffer: int = 200
+    redact: bool = True
+    source: str = "built-in defaults"
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What the command line says; each set field wins over the file."""
+
+    config: Path | None = None
+    logs: tuple[str, ...] = ()
+    listen: str | None = None
+    state_dir: Path | None = None
+    web_config: Path | None = None
+    pattern_dirs: tuple[Path, ...] = field(default=())
+
+
+def parse_listen(value: str) -> Listen:
+    """``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT``; ValueError says what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. \":9502\" or \"127.0.0.1:9502\")")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: put an IPv6 address in brackets, e.g. \"[::1]:9502\"")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
+    return Listen(host, int(port))
+
+
+class _Reader:
+    """Typed access to one table of the file, with errors that name the key."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str, source: str, base: Path) -> None:
+        self.table, self.prefix, self.source, self.base = table, prefix, source, base
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.prefix + key, problem, self.source)
+
+    def get(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        value = self.table.get(key)
+        if value is not None and (not isinstance(value, kind)
+                                  or (isinstance(value, bool) and kind is not bool)):
+            raise self.error(key, f"must be {what}, got {value!r}")
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.get(key, str, "a string")
+        if value is not None and not value.strip():
+            raise self.error(key, "must not be empty")
+        return cast("str | None", value)
+
+    def path(self, key: str) -> Path | None:
+        value = self.text(key)
+        return None if value is None else self.base / value
+
+    def number(self, key: str, kind: type | tuple[type, ...], bounds: tuple[float, float],
+               what: str) -> Any:
+        value = self.get(key, kind, what)
+        low, high = bounds
+        if value is not None and not low <= value <= high:
+            raise self.error(key, f"must be between {low} and {high}, got {value!r}")
+        return value
+
+    def unknown(self, known: Collection[str]) -> None:
+        extra = sorted(set(self.table) - set(known))
+        if extra:
+            raise self.error(extra[0], f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _logs(raw: Any, top: _Reader) -> tuple[LogSpec, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
+        raise top.error("log", "must be one or more [[log]] tables")
+    specs: list[LogSpec] = []
+    names: dict[str, int] = {}
+    for n, table in enumerate(raw, 1):
+        r = _Reader(table, f"log[{n}].", top.source, top.base)
+        r.unknown(LOG_KEYS)
+        path = r.path("path")
+        if path is None:
+            raise r.error("path", "missing (the log file, or a glob of log files)")
+        family = r.text("family")
+        name = r.text("name") or family or str(path)
+        if name in names:
+            raise r.error("name", f"{name!r} is already the name of log[{names[name]}]; "
+                                  "give each [[log]] its own name")
+        names[name] = n
+        specs.append(LogSpec(str(path), name, family))
+    return tuple(specs)
+
+
+def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
+    """Validate a decoded TOML document (ConfigError on the first problem)."""
+    r = _Reader(data, "", source, base)
+    r.unknown(KEYS)
+    listen = r.text("listen")
+    try:
+        address = parse_listen(listen or DEFAULT_LISTEN)
+    except ValueError as exc:
+        raise r.error("listen", str(exc)) from exc
+    dirs = r.get("pattern_dirs", list, "an array of directories") or []
+    if not all(isinstance(d, str) and d.strip() for d in dirs):
+        raise r.error("pattern_dirs", "must be an array of directory names")
+    start_at = r.get("start_at", str, "a string") or "end"
+    if start_at not in START_AT:
+        raise r.error("start_at", f"must be one of {', '.join(START_AT)}, got {start_at!r}")
+    window = r.number("correlation_window_seconds", (int, float), CORRELATION_WINDOW_RANGE,
+                      "a number of seconds")
+    max_line = r.number("max_line_bytes", int, MAX_LINE_RANGE, "a number of bytes")
+    buffer = r.number("incidents_buffer", int, INCIDENTS_BUFFER_RANGE, "a number of incidents")
+    redact = r.get("redact", bool, "true or false")
+    return Config(
+        logs=_logs(data["log"], r) if "log" in data else DEFAULT_LOGS,
+        listen=address,
+        state_dir=r.path("state_dir") or default_state_dir(),
+        pattern_dirs=tuple(base / d for d in dirs),
+        max_line_bytes=_or(max_line, Config.max_line_bytes),
+        correlation_window_seconds=float(_or(window, Config.correlation_window_seconds)),
+        start_at=cast("Literal['end', 'beginning']", start_at),
+        web_config=r.path("web_config"),
+        incidents_buffer=_or(buffer, Config.incidents_buffer),
+        redact=_or(redact, Config.redact),
+        source=source,
+    )
+
+
+def _or(value: Any, default: Any) -> Any:
+    """The value set in the file, else the default (0 and false are values)."""
+    return default if value is None else value
+
+
+def read_config_file(path: Path) -> Config:
+    """Read and validate one TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("file", f"cannot read: {exc.strerror or exc}", str(path)) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("file", f"not valid TOML: {exc}", str(path)) from exc
+    return parse_config(data, source=str(path), base=path.parent.absolute())
+
+
+def load_config(overrides: Overrides) -> Config:
+    """The file (``--config``, else the default path if it exists) with the flags applied."""
+    path = overrides.config
+    if path is None and DEFAULT_PATH.is_file():
+        path = DEFAULT_PATH
+    config = (read_config_file(path) if path is not None
+              else parse_config({}, source="built-in defaults", base=Path.cwd()))
+    changes: dict[str, Any] = {}
+    if overrides.logs:
+        changes["logs"] = tuple(LogSpec(os.path.abspath(p), os.path.abspath(p), None)  # noqa: PTH100 - globs stay str
+                                for p in dict.fromkeys(overrides.logs))
+    if overrides.listen is not None:
+        try:
+            changes["listen"] = parse_listen(overrides.listen)
+        except ValueError as exc:
+            raise ConfigError("--listen", str(exc)) from exc
+    if overrides.state_dir is not None:
+        changes["state_dir"] = overrides.state_dir.absolute()
+    if overrides.web_config is not None:
+        changes["web_config"] = overrides.web_config.absolute()
+    if overrides.pattern_dirs:
+        changes["pattern_dirs"] = config.pattern_dirs + overrides.pattern_dirs
+    return replace(config, **changes)
+
+
+def check_families(config: Config, families: Collection[str]) -> None:
+    """Every ``family`` names a family of the catalog (built-in or from pattern_dirs)."""
+    for n, spec in enumerate(config.logs, 1):
+        if spec.family is not None and spec.family not in families:
+            raise ConfigError(f"log[{n}].family", f"must be one of {', '.join(families)}, "
+                                                  f"got {spec.family!r}", config.source)

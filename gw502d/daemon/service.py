@@ -1,0 +1,206 @@
+"""``gw502d run``: the follower thread, the HTTP server, signals and systemd, tied together.
+
+The main thread only waits: for a signal (SIGHUP reloads, SIGTERM/SIGINT stop), for the
+follower's thread to end, and for the next watchdog ping. Python runs signal handlers in
+the main thread between bytecodes, so the handlers only set a flag and wake it.
+
+Lifecycle, as systemd sees it (``Type=notify``): ``READY=1`` once the listener is bound
+and the follower loop runs; ``RELOADING=1`` then ``READY=1`` around a reload;
+``WATCHDOG=1`` every WatchdogSec/2 while the follower loop is alive, so a stuck follower
+gets restarted; ``STOPPING=1`` before the final snapshot.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from types import FrameType
+
+import structlog
+
+from gw502d import __version__
+from gw502d.classify.catalog import Catalog, CatalogError, load_catalog
+from gw502d.daemon import EXIT_FAILED, EXIT_OK
+from gw502d.daemon.config import Config, ConfigError, Overrides, check_families, load_config
+from gw502d.daemon.counters import Counters
+from gw502d.daemon.notify import Notifier, watchdog_interval
+from gw502d.export.collector import Scrape, build_registry
+from gw502d.export.http import Exporter, Site
+from gw502d.export.incidents import describe
+from gw502d.export.page import render_page
+from gw502d.export.webconfig import WebConfig, load_web_config
+from gw502d.source import Follower
+
+log = structlog.get_logger("gw502d.daemon")
+
+_STARTUP_POLL = 0.05
+_IDLE_POLL = 1.0
+# Settings the running daemon cannot change: the listener, the offsets' home and the
+# follower's reading are set up once.
+_RESTART_ONLY = ("listen", "state_dir", "max_line_bytes", "start_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A configuration with everything it names loaded and checked."""
+
+    config: Config
+    catalog: Catalog
+    web: WebConfig | None
+
+
+def load(overrides: Overrides) -> Loaded:
+    """Config file, flags, pattern dirs and web config; ConfigError names what is wrong."""
+    config = load_config(overrides)
+    try:
+        catalog = load_catalog(config.pattern_dirs)
+    except CatalogError as exc:
+        raise ConfigError("pattern_dirs", str(exc), config.source) from exc
+    check_families(config, [f.name for f in catalog.families])
+    web = load_web_config(config.web_config) if config.web_config is not None else None
+    return Loaded(config, catalog, web)
+
+
+class Daemon:
+    """One run of ``gw502d run``, from start to the final snapshot."""
+
+    def __init__(self, overrides: Overrides, loaded: Loaded) -> None:
+        self._overrides = overrides
+        self._loaded = loaded
+        self._notifier = Notifier()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reload = False
+        self._terminate = False
+        self._follower_failed = False
+        self._reload_ok = True
+        self._reload_time = time.time()
+        config = loaded.config
+        self.counters = Counters(loaded.catalog, config.logs,
+                                 incidents_buffer=config.incidents_buffer, redact=config.redact)
+        self.follower = Follower(config.logs, self.counters.feed, state_dir=config.state_dir,
+                                 start_at=config.start_at, max_line=config.max_line_bytes,
+                                 snapshot_extra=self.counters.snapshot)
+        self.counters.restore(self.follower.restored_extra)
+        self.site = Site(build_registry(self._scrape), health=self._health,
+                         incidents=self._incidents, page=self._page, web=loaded.web)
+
+    # -- what the endpoints read ---------------------------------------------------------
+
+    def _scrape(self) -> Scrape:
+        return Scrape(self.counters.numbers(), self.follower.stats(), self._reload_ok,
+                      self._reload_time)
+
+    def _health(self) -> str | None:
+        if self._follower_failed:
+            return "follower failed: see the log"
+        if not self.follower.alive:
+            return "follower not running (starting, stopping or stuck)"
+        return None
+
+    def _incidents(self) -> list[dict[str, object]]:
+        redact = self._loaded.config.redact
+        newest_first = reversed(self.counters.recent.copy())
+        return [d for seen in newest_first if (d := describe(seen, redact=redact)) is not None]
+
+    def _page(self) -> str:
+        return render_page(self.counters.catalog, self.counters.numbers())
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the exit status."""
+        config = self._loaded.config
+        try:
+            exporter = Exporter(config.listen, self.site)
+        except OSError as exc:
+            log.error("cannot listen", listen=str(config.listen), error=exc.strerror or str(exc))
+            return EXIT_FAILED
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        exporter.start()
+        follower = threading.Thread(target=self._follow, name="follower")
+        follower.start()
+        log.info("started", version=__version__, config=config.source, listen=str(config.listen),
+                 port=exporter.port, logs=[s.path for s in config.logs],
+                 state_dir=str(config.state_dir))
+        code = self._main_loop(follower)
+        self._notifier.send("STOPPING=1")
+        self._stop.set()
+        self.follower.wake()
+        follower.join()
+        exporter.stop()
+        log.info("stopped", status=code)
+        return code
+
+    def _main_loop(self, follower: threading.Thread) -> int:
+        ready = False
+        ping_every = watchdog_interval()
+        next_ping = 0.0
+        while True:
+            self._wake.wait(_STARTUP_POLL if not ready else ping_every or _IDLE_POLL)
+            self._wake.clear()
+            if self._terminate:
+                return EXIT_OK
+            if not follower.is_alive():
+                log.error("follower thread ended, stopping")
+                return EXIT_FAILED
+            if self._reload:
+                self._reload = False
+                self._do_reload()
+            alive = self.follower.alive
+            if not ready and alive:
+                ready = True
+                self._notifier.send("READY=1", "STATUS=following logs")
+                log.info("ready")
+            if ping_every is not None and alive and time.monotonic() >= next_ping:
+                self._notifier.send("WATCHDOG=1")
+                next_ping = time.monotonic() + ping_every
+
+    def _follow(self) -> None:
+        try:
+            self.follower.run(self._stop)
+        except Exception:
+            log.exception("follower failed")
+            self._follower_failed = True
+        finally:
+            self._wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._terminate = True
+        self._wake.set()
+
+    def _do_reload(self) -> None:
+        """Load the configuration again; on any error keep the running one."""
+        self._notifier.reloading()
+        old = self._loaded.config
+        try:
+            loaded = load(self._overrides)
+        except ConfigError as exc:
+            self._reload_ok = False
+            log.error("reload failed, keeping the running configuration", error=str(exc))
+            self._notifier.send("READY=1", "STATUS=reload failed, running the old configuration")
+            return
+        config = loaded.config
+        for name in _RESTART_ONLY:
+            if getattr(config, name) != getattr(old, name):
+                log.warning("setting changes only at restart", key=name,
+                            running=str(getattr(old, name)), configured=str(getattr(config, name)))
+        config = replace(config, **{name: getattr(old, name) for name in _RESTART_ONLY})
+        loaded = replace(loaded, config=config)
+        self.counters.reload(loaded.catalog, config.logs,
+                             incidents_buffer=config.incidents_buffer, redact=config.redact)
+        self.follower.set_specs(config.logs)
+        self.site.web = loaded.web
+        self._loaded = loaded
+        self._reload_ok = True
+        self._reload_time = time.time()
+        log.info("reloaded", config=config.source, logs=[s.path for s in config.logs],
+                 incident_types=len(loaded.catalog.keys))
+        self._notifier.send("READY=1", "STATUS=following logs")
+

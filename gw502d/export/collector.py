@@ -1,0 +1,161 @@
+"""The Prometheus collector: metric families built at scrape time from plain numbers.
+
+The per-line path adds to ints in lists (see :mod:`gw502d.daemon.counters`); a scrape asks
+for a copy of them once and turns it into ``CounterMetricFamily`` / ``GaugeMetricFamily``
+values here. Labels are the fixed catalog (incident, source, cause), the names of the
+configured logs and the remediation text: never a value a client chose (URI, Host,
+client address), so the number of series cannot grow with traffic.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from gw502d import __version__
+from gw502d.classify.tally import Key
+from gw502d.export import metric_names as m
+from gw502d.source import LogStats
+
+
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """The incident numbers of one scrape: copies, consistent with each other."""
+
+    incidents: dict[Key, int]
+    companions: dict[Key, int]
+    last_seen: dict[Key, float]
+    remediation: dict[Key, str]
+    root_causes: dict[tuple[str, str], int]
+    unparsed: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """Everything one scrape exports."""
+
+    numbers: Numbers
+    logs: dict[str, LogStats]
+    reload_successful: bool
+    reload_success_time: float
+
+
+# (metric, help, LogStats field) of the per-log families.
+_LOG_COUNTERS = (
+    (m.LOG_LINES, "Complete lines read from the log's files", "lines"),
+    (m.LOG_BYTES, "Bytes read from the log's files", "bytes"),
+    (m.LOG_ROTATIONS, "Rotations seen (the path names another file, or is gone)",
+     "rotations"),
+    (m.LOG_TRUNCATIONS, "Truncations seen (copytruncate, or a file rewritten in place)",
+     "truncations"),
+    (m.LOG_LONG_LINES, "Lines longer than max_line_bytes, counted cut to it", "long_lines"),
+    (m.LOG_READ_ERRORS, "Failed opens, stats and reads, missing files included",
+     "read_errors"),
+)
+_LOG_GAUGES = (
+    (m.LOG_OFFSET, "Bytes read so far of the files at the log's path(s)", "offset"),
+    (m.LOG_SIZE, "Size of the files at the log's path(s)", "size"),
+    (m.LOG_OPEN_FILES, "Files open for the log, rotated ones still drained included",
+     "open_files"),
+)
+
+
+class Gw502dCollector:
+    """Yields gw502d's metric families from *scrape*, called once per collection."""
+
+    def __init__(self, scrape: Callable[[], Scrape]) -> None:
+        self._scrape = scrape
+        self._build = InfoMetricFamily(m.BUILD_INFO.removesuffix("_info"),
+                                       "gw502d's version and the Python running it",
+                                       value={"version": __version__,
+                                              "python": platform.python_version()})
+
+    def collect(self) -> Iterator[Metric]:
+        """Every gw502d family, from one consistent read of the numbers."""
+        s = self._scrape()
+        yield from _incident_families(s.numbers)
+        yield from _log_families(s.logs, s.numbers.unparsed)
+        yield GaugeMetricFamily(m.RELOAD_SUCCESSFUL,
+                                "Whether the last configuration load (start or SIGHUP) worked",
+                                value=int(s.reload_successful))
+        yield GaugeMetricFamily(m.RELOAD_TIMESTAMP,
+                                "When the configuration was last loaded successfully",
+                                value=s.reload_success_time)
+        yield self._build
+
+
+def _incident_families(n: Numbers) -> Iterator[Metric]:
+    pair = ["incident", "source"]
+    incidents = CounterMetricFamily(m.INCIDENTS, "Incident lines, per catalog incident and the "
+                                    "log family that wrote it", labels=pair)
+    for key, count in n.incidents.items():
+        incidents.add_metric(key, count)
+    yield incidents
+    remediation = InfoMetricFamily(m.REMEDIATION.removesuffix("_info"),
+                                   "What to change on this host, filled with the most common "
+                                   "evidence seen", labels=pair)
+    for key, text in n.remediation.items():
+        remediation.add_metric(key, {"remediation": text})
+    yield remediation
+    last = GaugeMetricFamily(m.LAST_INCIDENT, "When an incident line was last read (0: never)",
+                             labels=pair)
+    for key, when in n.last_seen.items():
+        last.add_metric(key, when)
+    yield last
+    companions = CounterMetricFamily(m.COMPANION_LINES, "Lines that accompany an incident "
+                                     "already counted (e.g. uWSGI's SIGPIPE line)", labels=pair)
+    for key, count in n.companions.items():
+        companions.add_metric(key, count)
+    yield companions
+    causes = CounterMetricFamily(m.ROOT_CAUSES, "nginx incidents correlated with an "
+                                 "application-side cause", labels=["incident", "cause"])
+    for key, count in n.root_causes.items():
+        causes.add_metric(key, count)
+    yield causes
+
+
+def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterator[Metric]:
+    for name, doc, attr in _LOG_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["log"])
+        for log, stats in logs.items():
+            family.add_metric([log], getattr(stats, attr))
+        yield family
+    for name, doc, attr in _LOG_GAUGES:
+        gauge = GaugeMetricFamily(name, doc, labels=["log"])
+        for log, stats in logs.items():
+            gauge.add_metric([log], getattr(stats, attr))
+        yield gauge
+    lag = GaugeMetricFamily(m.LOG_LAG, "Bytes written to the log but not read yet",
+                            labels=["log"])
+    unparsed_lines = CounterMetricFamily(m.UNPARSED_LINES, "Lines without the record structure of "
+                                 "the log's family (wrong family or log format)",
+                                 labels=["log"])
+    for log, stats in logs.items():
+        lag.add_metric([log], max(stats.size - stats.offset, 0))
+        unparsed_lines.add_metric([log], unparsed.get(log, 0))
+    yield lag
+    yield unparsed_lines
+
+
+def build_registry(scrape: Callable[[], Scrape]) -> CollectorRegistry:
+    """A registry of gw502d's collector plus prometheus-client's process and Python ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(Gw502dCollector(scrape))
+    return registry

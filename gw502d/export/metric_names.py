@@ -1,0 +1,43 @@
+"""The metric names and fixed label values gw502d serves: a public interface.
+
+The Prometheus rules, the Grafana dashboard and ``tests/test_deploy.py`` are written against
+these names; renaming one breaks them.
+"""
+
+from __future__ import annotations
+
+INCIDENTS = "gw502d_incidents_total"
+REMEDIATION = "gw502d_remediation_info"
+LAST_INCIDENT = "gw502d_last_incident_timestamp_seconds"
+COMPANION_LINES = "gw502d_companion_lines_total"
+ROOT_CAUSES = "gw502d_root_causes_total"
+LOG_LINES = "gw502d_log_lines_total"
+LOG_BYTES = "gw502d_log_bytes_total"
+LOG_OFFSET = "gw502d_log_offset_bytes"
+LOG_SIZE = "gw502d_log_size_bytes"
+LOG_LAG = "gw502d_log_lag_bytes"
+LOG_ROTATIONS = "gw502d_log_rotations_total"
+LOG_TRUNCATIONS = "gw502d_log_truncations_total"
+LOG_LONG_LINES = "gw502d_log_long_lines_total"
+LOG_READ_ERRORS = "gw502d_log_read_errors_total"
+LOG_OPEN_FILES = "gw502d_log_open_files"
+UNPARSED_LINES = "gw502d_unparsed_lines_total"
+RELOAD_SUCCESSFUL = "gw502d_config_last_reload_successful"
+RELOAD_TIMESTAMP = "gw502d_config_last_reload_success_timestamp_seconds"
+BUILD_INFO = "gw502d_build_info"
+
+METRIC_NAMES: frozenset[str] = frozenset({
+    INCIDENTS, REMEDIATION, LAST_INCIDENT, COMPANION_LINES, ROOT_CAUSES,
+    LOG_LINES, LOG_BYTES, LOG_OFFSET, LOG_SIZE, LOG_LAG, LOG_ROTATIONS, LOG_TRUNCATIONS,
+    LOG_LONG_LINES, LOG_READ_ERRORS, LOG_OPEN_FILES, UNPARSED_LINES,
+    RELOAD_SUCCESSFUL, RELOAD_TIMESTAMP, BUILD_INFO,
+})
+
+# gw502d_root_causes_total{incident, cause}: the nginx incidents whose application-side
+# cause is correlated, and the causes. Every pair exists from the start at 0, so alerts
+# and dashboards see a series before the first cause is found.
+ROOT_CAUSE_INCIDENTS = ("upstream_premature_close", "upstream_reset", "upstream_timeout")
+ROOT_CAUSE_NAMES = (
+    "worker_harakiri", "worker_oom_killed", "worker_crashed", "request_block_too_big",
+    "protocol_mismatch", "gunicorn_worker_timeout", "gunicorn_worker_killed",
+)

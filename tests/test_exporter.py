@@ -1,0 +1,290 @@
+"""The exporter in-process: counters, the collector, and the HTTP server with TLS and auth.
+
+The server binds a real socket on 127.0.0.1 and is spoken to over HTTP(S); the certificate
+is made by ``openssl`` for each run.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from gw502d.classify.catalog import load_catalog
+from gw502d.classify.matcher import Slot
+from gw502d.classify.tally import Key
+from gw502d.daemon.config import Listen
+from gw502d.daemon.counters import CauseKey, Counters
+from gw502d.daemon.logging import RepeatLimiter
+from gw502d.daemon.notify import watchdog_interval
+from gw502d.export.collector import Scrape, build_registry
+from gw502d.export.http import Exporter, Site
+from gw502d.export.webconfig import load_web_config
+from gw502d.source import LogSpec, LogStats
+
+CATALOG = load_catalog()
+NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")
+UWSGI = LogSpec("/var/log/uwsgi/app.log", "uwsgi", "uwsgi")
+ANY = LogSpec("/var/log/app/*.log", "app", None)
+
+
+def timeout_line(upstream: str, client: str = "10.0.0.1") -> bytes:
+    return (f"2024/05/01 10:00:00 [error] 812#812: *7 upstream timed out (110: Connection timed "
+            f"out) while reading response header from upstream, client: {client}, server: "
+            f'localhost, request: "GET /slow?id=1 HTTP/1.1", upstream: "{upstream}/slow", '
+            'host: "localhost"').encode()
+
+
+BLOCK = b"invalid request block size: 4363 (max 4096)...skip"
+SIGPIPE = (b"SIGPIPE: writing to a closed pipe/socket/fd (probably the client disconnected) "
+           b"on request /x (ip 10.0.0.7) !!!")
+
+
+def counters(**kwargs: Any) -> Counters:
+    return Counters(CATALOG, [NGINX, UWSGI, ANY], incidents_buffer=10, redact=True, **kwargs)
+
+
+def test_counts_per_pair_summed_over_family_tallies() -> None:
+    c = counters()
+    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000"), b"not nginx at all"])
+    c.feed(UWSGI, UWSGI.path, [BLOCK, SIGPIPE, b"*** Starting uWSGI ***"])
+    c.feed(ANY, "/var/log/app/a.log", [timeout_line("http://127.0.0.1:8000"), BLOCK])
+    n = c.numbers()
+    assert n.incidents[("upstream_timeout", "nginx")] == 2
+    assert n.incidents[("request_block_too_big", "uwsgi")] == 2
+    assert set(n.incidents) == set(CATALOG.keys)
+    assert n.companions[("client_disconnect", "uwsgi")] == 1
+    assert n.companions[("worker_died", "uwsgi")] == 0
+    # An nginx log's line without nginx's prefix is unparsed; uWSGI lines have no prefix.
+    assert n.unparsed == {"nginx": 1}
+    assert "http://127.0.0.1:8000" in n.remediation[("upstream_timeout", "nginx")]
+    assert "read_header" in n.remediation[("upstream_timeout", "nginx")]
+    assert n.last_seen[("upstream_timeout", "nginx")] > time.time() - 60
+    assert n.last_seen[("worker_timeout", "gunicorn")] == 0
+    assert len(n.root_causes) == 21 and not any(n.root_causes.values())
+
+
+def test_remediation_follows_the_most_common_evidence() -> None:
+    c = counters()
+    c.feed(NGINX, NGINX.path, [timeout_line("http://10.1.1.1:80")])
+    c.feed(NGINX, NGINX.path, [timeout_line("http://10.2.2.2:80")] * 3)
+    assert "http://10.2.2.2:80" in c.numbers().remediation[("upstream_timeout", "nginx")]
+    c.feed(NGINX, NGINX.path, [timeout_line("http://10.1.1.1:80")] * 3)
+    assert "http://10.1.1.1:80" in c.numbers().remediation[("upstream_timeout", "nginx")]
+
+
+def test_snapshot_restores_into_a_new_process() -> None:
+    class Harakiri:
+        """A stand-in correlator: calls every upstream timeout a harakiri."""
+
+        def observe(self, key: Key, slot: Slot, line: bytes, when: float,
+                    causes: dict[CauseKey, int]) -> None:
+            if key == ("upstream_timeout", "nginx"):
+                causes[("upstream_timeout", "worker_harakiri")] += 1
+
+    c = counters(correlator=Harakiri())
+    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")] * 2)
+    c.feed(UWSGI, UWSGI.path, [BLOCK, SIGPIPE])
+    saved = c.snapshot()
+    assert saved["incidents"]["upstream_timeout"]["nginx"] == 2
+    fresh = counters()
+    fresh.restore(saved)
+    before, after = c.numbers(), fresh.numbers()
+    # Per-log numbers start again with the process, like the follower's own.
+    assert after == replace(before, unparsed={})
+    assert after.root_causes[("upstream_timeout", "worker_harakiri")] == 2
+    fresh.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")])
+    assert fresh.numbers().incidents[("upstream_timeout", "nginx")] == 3
+
+
+def test_restore_skips_what_it_cannot_use() -> None:
+    c = counters()
+    with structlog.testing.capture_logs() as logs:
+        c.restore({"incidents": {"upstream_timeout": {"nginx": -1, "uwsgi": "x"},
+                                 "worker_died": {"uwsgi": 4}, "gone": 3},
+                   "last_seen": "never"})
+    assert c.numbers().incidents[("worker_died", "uwsgi")] == 4
+    assert c.numbers().incidents[("upstream_timeout", "nginx")] == 0
+    assert len([e for e in logs if e["log_level"] == "warning"]) == 4
+
+
+def test_reload_never_resets_and_drops_nothing() -> None:
+    c = counters()
+    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")] * 2)
+    c.feed(UWSGI, UWSGI.path, [SIGPIPE])
+    before = c.numbers()
+    c.reload(CATALOG, [NGINX], incidents_buffer=1, redact=False)
+    after = c.numbers()
+    assert after.incidents == before.incidents
+    assert after.companions == before.companions
+    assert after.last_seen == before.last_seen
+    assert after.remediation == before.remediation  # the evidence carries over too
+    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")])
+    # A log that left the config may still deliver a last block: it counts as well.
+    c.feed(UWSGI, UWSGI.path, [BLOCK])
+    n = c.numbers()
+    assert n.incidents[("upstream_timeout", "nginx")] == 3
+    assert n.incidents[("request_block_too_big", "uwsgi")] == 1
+    assert len(c.recent.copy()) == 1
+
+
+def test_repeated_warnings_are_limited() -> None:
+    limiter = RepeatLimiter(interval=0.2)
+    event = {"event": "cannot read log", "path": "/a"}
+    assert limiter(None, "warning", dict(event)) == event
+    for _ in range(3):
+        with pytest.raises(structlog.DropEvent):
+            limiter(None, "warning", dict(event))
+    assert limiter(None, "warning", {"event": "cannot read log", "path": "/b"})
+    assert limiter(None, "info", dict(event)) == event  # info is never limited
+    time.sleep(0.25)
+    assert limiter(None, "warning", dict(event)) == {**event, "suppressed": 3}
+
+
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
+
+
+# --- the HTTP server --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed: apt-get install openssl")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "tls.crt", d / "tls.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def serve(tmp_path: Path, web_yaml: str | None) -> tuple[Exporter, Counters]:
+    c = counters()
+    web = None
+    if web_yaml is not None:
+        path = tmp_path / "web.yml"
+        path.write_text(web_yaml)
+        web = load_web_config(path)
+
+    def scrape() -> Scrape:
+        return Scrape(c.numbers(), {"nginx": LogStats(lines=3, size=10, offset=4)}, True, 1.0)
+
+    site = Site(build_registry(scrape), health=lambda: None, incidents=lambda: [],
+                page=lambda: "<html></html>", web=web)
+    exporter = Exporter(Listen("127.0.0.1", 0), site)
+    exporter.start()
+    return exporter, c
+
+
+@pytest.fixture
+def started() -> Iterator[list[Exporter]]:
+    servers: list[Exporter] = []
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def fetch(url: str, *, auth: tuple[str, str] | None = None,
+          context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10,
+                                    context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_plain_http_endpoints(tmp_path: Path, started: list[Exporter]) -> None:
+    exporter, c = serve(tmp_path, None)
+    started.append(exporter)
+    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")])
+    base = f"http://127.0.0.1:{exporter.port}"
+    status, body = fetch(base + "/metrics")
+    assert status == 200
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(body) for s in f.samples}
+    assert samples[("gw502d_incidents_total",
+                    (("incident", "upstream_timeout"), ("source", "nginx")))] == 1
+    assert samples[("gw502d_log_lag_bytes", (("log", "nginx"),))] == 6
+    assert ("process_resident_memory_bytes", ()) in samples
+    assert fetch(base + "/healthz") == (200, "ok\n")
+    assert fetch(base + "/nothing")[0] == 404
+    # gzip for Prometheus, which asks for it
+    request = urllib.request.Request(base + "/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+
+
+def test_tls_and_basic_auth(tmp_path: Path, started: list[Exporter],
+                            tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    # htpasswd writes $2y$; bcrypt's own prefix is $2b$: both must work.
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    hashed = "$2y$" + hashed[4:]
+    exporter, _ = serve(tmp_path, f"tls_server_config:\n  cert_file: {cert}\n"
+                                  f"  key_file: {key}\n  min_version: TLS12\n"
+                                  f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    started.append(exporter)
+    base = f"https://127.0.0.1:{exporter.port}"
+    trusted = ssl.create_default_context(cafile=str(cert))
+
+    assert fetch(base + "/metrics", context=trusted)[0] == 401
+    assert fetch(base + "/metrics", auth=("prometheus", "wrong"), context=trusted)[0] == 401
+    assert fetch(base + "/metrics", auth=("nobody", "s3cret"), context=trusted)[0] == 401
+    status, body = fetch(base + "/metrics", auth=("prometheus", "s3cret"), context=trusted)
+    assert status == 200 and "gw502d_incidents_total" in body
+    assert fetch(base + "/", auth=("prometheus", "s3cret"), context=trusted)[0] == 200
+    # Probes reach the health check without a password.
+    assert fetch(base + "/healthz", context=trusted) == (200, "ok\n")
+    # The certificate is the one configured: an untrusting client refuses it.
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(base + "/healthz")
+    # Plain HTTP to the TLS port gets no metrics, and does not stop the server.
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            answer = s.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+        assert b"gw502d_incidents_total" not in answer
+    assert fetch(base + "/healthz", context=trusted) == (200, "ok\n")
+
+
+def test_web_config_applies_to_new_connections(tmp_path: Path, started: list[Exporter]) -> None:
+    exporter, _ = serve(tmp_path, None)
+    started.append(exporter)
+    base = f"http://127.0.0.1:{exporter.port}"
+    assert fetch(base + "/metrics")[0] == 200
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    path = tmp_path / "auth.yml"
+    path.write_text(f"basic_auth_users:\n  alice: '{hashed}'\n")
+    exporter.site.web = load_web_config(path)  # what a SIGHUP reload does
+    assert fetch(base + "/metrics")[0] == 401
+    assert fetch(base + "/metrics", auth=("alice", "pw"))[0] == 200
