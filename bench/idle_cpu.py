@@ -27,7 +27,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gw502d.source import Follower, LogSpec  # noqa: E402
+from gw502d.source.follower import Follower, LogSpec  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 

@@ -34,7 +34,7 @@ from gw502d.daemon.notify import watchdog_interval
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.http import Exporter, Site
 from gw502d.export.webconfig import load_web_config
-from gw502d.source import LogSpec, LogStats
+from gw502d.source.follower import LogSpec, LogStats
 
 CATALOG = load_catalog()
 NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")

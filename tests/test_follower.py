@@ -33,7 +33,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gw502d.source import Follower, LogSpec, LogStats
+from gw502d.source.follower import Follower, LogSpec, LogStats
 from gw502d.source.state import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from gw502d.export.incidents import LINE_CAP, RecentIncidents
 from gw502d.export.metric_names import ROOT_CAUSE_INCIDENTS, ROOT_CAUSE_NAMES
 from gw502d.parse import FORMATS
 from gw502d.remediate import remediation_for
-from gw502d.source import LogSpec
+from gw502d.source.follower import LogSpec
 
 log = structlog.get_logger("gw502d.daemon")
 

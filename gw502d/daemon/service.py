@@ -31,7 +31,7 @@ from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import describe
 from gw502d.export.page import render_page
 from gw502d.export.webconfig import WebConfig, load_web_config
-from gw502d.source import Follower
+from gw502d.source.follower import Follower
 
 log = structlog.get_logger("gw502d.daemon")
 

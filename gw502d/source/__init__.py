@@ -1,12 +1,7 @@
 """Source: follow log files (rotation, truncation, restarts) and split them into lines.
 
-The first stop of a line: :class:`Follower` reads the files of each :class:`LogSpec` and
-hands complete lines to the parser; :class:`LineSplitter` is the block-to-lines step that
-``gw502d scan`` shares.
+The first stop of a line: :class:`~gw502d.source.follower.Follower` reads the files of each
+``LogSpec`` and hands complete lines on; :class:`~gw502d.source.lines.LineSplitter` is the
+block-to-lines step that ``gw502d scan`` shares. Import from the submodules: ``scan`` must
+not pay for watchdog at start-up.
 """
-
-from gw502d.source.follower import Follower, LinesCallback, LogSpec, LogStats
-from gw502d.source.lines import BLOCK_SIZE, LineSplitter, iter_lines
-
-__all__ = ["BLOCK_SIZE", "Follower", "LineSplitter", "LinesCallback", "LogSpec", "LogStats",
-           "iter_lines"]
