@@ -7,12 +7,20 @@ round), so a noisy neighbour slows all of them alike. For each run: wall time, C
 and peak RSS of the child (os.wait4). Prints medians, lines/s and the ratio to mtail, and
 checks gw502d's counts for the eight shared incident types against the generator's truth.
 
+The gw502d-follow row is the daemon as a tailer in the same rounds: `gw502d run` (127.0.0.1,
+start_at = "end") follows an empty file, a writer process appends the dataset to it in
+1 MiB writes, and the time runs from the first write until /metrics says
+gw502d_log_lines_total = the dataset's lines; CPU and peak RSS (VmHWM) come from
+/proc/<pid>, the counts from gw502d_incidents_total. The writer is far faster than any
+reader, so its "lag back to zero" (last write -> all lines read) is the time the daemon
+needs to drain what it has not read yet: a throughput figure, not a latency.
+
     python3 bench/run.py                      # full size, 3 rounds
     python3 bench/run.py --quick              # 10% of the lines, 2 rounds (a smoke test)
-    python3 bench/run.py --only gw502d-scan,mtail --datasets storm
+    python3 bench/run.py --only gw502d-scan,gw502d-follow,mtail --datasets storm
 
 mtail comes from Debian's package `mtail`; without it the mtail rows are skipped with a
-message. The follow-mode, latency and idle measurements live in bench/follow.py.
+message. Latency, sustained line-by-line writing, idle CPU and RSS are in bench/follow.py.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SHARED = ROOT.parent / "shared" / "bench"
+FOLLOW = "gw502d-follow"
 DATASETS = {"mixed": ("", 2_000_000), "storm": ("--storm", 500_000), "long": ("--long", 200_000)}
 
 # The peer benchmark's eight types, as gw502d's (incident, source) pairs.
@@ -74,6 +83,15 @@ def run_child(cmd: list[str]) -> tuple[float, float, float, bytes]:
         return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
 
 
+def run_follow(path: Path, lines: int) -> tuple[float, float, float, dict[str, int], float]:
+    """Wall, CPU, peak RSS, the eight shared counts and the lag of one gw502d-follow run."""
+    # follow.py imports generate() from this module, so it cannot be imported at the top
+    from follow import follow_file  # noqa: PLC0415
+
+    r = follow_file(path, lines)
+    return r.wall, r.cpu, r.rss_mb, r.counts, r.lag
+
+
 def gw502d_counts(stdout: bytes) -> dict[str, int]:
     counts = json.loads(stdout)["counts"]
     return {t: sum(counts[i][s] for i, s in pairs) for t, pairs in SHARED_TYPES.items()}
@@ -97,6 +115,7 @@ def tools(socket_dir: Path) -> dict[str, tuple[list[str], object]]:
         "gw502d-scan": (gw, gw502d_counts),
         "py-naive": ([sys.executable, str(SHARED / "peers" / "naive.py")], plain_counts),
         "py-fast-split": ([sys.executable, str(SHARED / "peers" / "fast.py")], plain_counts),
+        FOLLOW: ([], None),  # not a command: see run_follow()
     }
     if shutil.which("mtail"):
         # one-shot mtail still opens a listener: a unix socket keeps it off the network
@@ -134,12 +153,17 @@ def main() -> int:
         path = generate(data, mode, n)
         truth = json.loads(Path(f"{path}.truth.json").read_text())
         runs: dict[str, list[tuple[float, float, float]]] = {t: [] for t in chosen}
+        lags: list[float] = []
         for _ in range(rounds):
             for name, (cmd, parse) in chosen.items():
-                (sockets / "mtail.sock").unlink(missing_ok=True)
-                wall, cpu, rss, stdout = run_child([*cmd, str(path)])
+                if name == FOLLOW:
+                    wall, cpu, rss, counts, lag = run_follow(path, truth["lines"])
+                    lags.append(lag)
+                else:
+                    (sockets / "mtail.sock").unlink(missing_ok=True)
+                    wall, cpu, rss, stdout = run_child([*cmd, str(path)])
+                    counts = parse(stdout)  # type: ignore[operator]
                 runs[name].append((wall, cpu, rss))
-                counts = parse(stdout)  # type: ignore[operator]
                 if counts != truth["counts"]:
                     ok = False
                     print(f"COUNT MISMATCH {name} {mode}: {counts} != {truth['counts']}",
@@ -151,6 +175,9 @@ def main() -> int:
                                    "cpu": statistics.median(r[1] for r in rs),
                                    "rss_mb": max(r[2] for r in rs),
                                    "lines_per_s": truth["lines"] / wall}
+            if name == FOLLOW:
+                results[mode][name]["lag"] = statistics.median(lags)
+                results[mode][name]["lags"] = lags
     shutil.rmtree(sockets, ignore_errors=True)
     print_table(results)
     if a.json:
@@ -170,6 +197,10 @@ def print_table(results: dict[str, dict[str, dict[str, object]]]) -> None:
             ratio = f"{r['lines_per_s'] / base:.2f}x" if base else "n/a"  # type: ignore[operator]
             print(f"| {name} | {r['lines']:,} | {r['wall']:.3f} | {r['lines_per_s'] / 1e6:.2f}M "
                   f"| {r['cpu']:.2f} | {r['rss_mb']:.0f} | {ratio} |")
+        if FOLLOW in rows:
+            lags = ", ".join(f"{x:.3f}" for x in rows[FOLLOW]["lags"])  # type: ignore[attr-defined]
+            print(f"\n{FOLLOW}: lag back to zero after the writer's last 1 MiB write: median "
+                  f"{rows[FOLLOW]['lag']:.3f} s (runs: {lags})")
 
 
 if __name__ == "__main__":
