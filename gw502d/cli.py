@@ -14,7 +14,7 @@ from gw502d.classify.matcher import Classifier
 from gw502d.classify.selftest import check_examples
 from gw502d.daemon.cli import add_daemon_commands
 from gw502d.parse.detect import detect_family
-from gw502d.remediate import remediation_for
+from gw502d.remediate import DEFAULT_WINDOW, remediation_for
 from gw502d.report import render
 from gw502d.report.scan import Occurrence, input_size, scan
 
@@ -49,7 +49,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     progress = _progress(input_size(args.paths))
     result = scan(classifier, args.paths, max_line=args.max_line,
-                  on_occurrence=emit if args.format == "jsonl" else None, progress=progress)
+                  on_occurrence=emit if args.format == "jsonl" else None, progress=progress,
+                  window=args.correlation_window)
     if progress is not None:
         sys.stderr.write("\n")
     if args.format == "json":
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="classify log files offline and report")
     p.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
     p.add_argument("--max-line", type=int, default=65536, help="long-line cap in bytes")
+    p.add_argument("--correlation-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
+                   help="how close in time a backend event must be to explain an nginx one")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, .gz, or -")
     p.set_defaults(func=cmd_scan)
 

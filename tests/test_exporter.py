@@ -91,6 +91,9 @@ def test_snapshot_restores_into_a_new_process() -> None:
     class Harakiri:
         """A stand-in correlator: calls every upstream timeout a harakiri."""
 
+        watched = frozenset({("upstream_timeout", "nginx")})
+        correlator = None
+
         def observe(self, key: Key, slot: Slot, line: bytes, when: float,
                     causes: dict[CauseKey, int]) -> None:
             if key == ("upstream_timeout", "nginx"):

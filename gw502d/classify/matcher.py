@@ -59,6 +59,7 @@ class Slot:
     first: int
     full: re.Pattern[bytes]
     full_captures: tuple[tuple[Captures, int], ...]
+    message: Compiled
 
     @property
     def fixed(self) -> Incident | None:
@@ -206,6 +207,7 @@ class Classifier:
             candidates=tuple(sorted(incidents, key=lambda i: i.when is None)),
             hot=hot, first=0,
             full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
+            message=message,
         )))
         return hot_message.lead, f"{body}(?P<{tag}>)"
 

@@ -9,7 +9,7 @@ these numbers when asked (a scrape, the end of a scan); nothing here locks or lo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ OTHER: RawKey = (b"\x00other",)
 
 Key = tuple[str, str]
 OnHit = Callable[[int, Slot, re.Match[bytes]], None]
+Matches = list[re.Match[bytes]]
+OnBlock = Callable[["Tally", Matches], None]
 
 
 @dataclass(slots=True)
@@ -44,6 +46,10 @@ class Evidence:
         return out
 
 
+def _watched(slot: Slot, watch: Container[Key] | None) -> bool:
+    return watch is None or any(i.key in watch for i in slot.candidates)
+
+
 class Tally:
     """Counts per (incident, source) for one classifier; companion lines apart.
 
@@ -55,7 +61,9 @@ class Tally:
     1
     """
 
-    def __init__(self, classifier: Classifier, on_hit: OnHit | None = None) -> None:
+    def __init__(self, classifier: Classifier, on_hit: OnHit | None = None, *,
+                 watch: Container[Key] | None = None,
+                 on_block: OnBlock | None = None) -> None:
         self.classifier = classifier
         self.keys: list[Key] = list(classifier.catalog.keys)
         self.companion_keys: list[Key] = list(dict.fromkeys(
@@ -69,8 +77,10 @@ class Tally:
         self.evidence_slot: list[Slot | None] = [None] * n
         self._index = {k: i for i, k in enumerate(self.keys)}
         self._handlers: dict[int, Callable[[re.Match[bytes]], None]] = {
-            group: self._handler(slot, on_hit) for group, slot in classifier.slots.items()
+            group: self._handler(slot, on_hit if _watched(slot, watch) else None)
+            for group, slot in classifier.slots.items()
         }
+        self._on_block = on_block
 
     def _handler(self, slot: Slot, on_hit: OnHit | None) -> Callable[[re.Match[bytes]], None]:
         """Specialise the per-hit work for one slot (decided once, not per line)."""
@@ -163,13 +173,23 @@ class Tally:
         return chosen
 
     def feed(self, lines: list[bytes]) -> int:
-        """Classify and count a batch of complete lines; return the number of hits."""
+        """Classify and count a batch of complete lines; return the number of hits.
+
+        ``on_hit`` runs for each hit of a watched incident; ``on_block`` once with the tally
+        and all the hits of the batch (companion lines included), for work done per block.
+        """
         handlers = self._handlers
-        hits = 0
-        for m in filter(None, map(self.classifier.match, lines)):
+        if self._on_block is None:
+            hits = 0
+            for m in filter(None, map(self.classifier.match, lines)):
+                handlers[m.lastindex](m)  # type: ignore[index]
+                hits += 1
+            return hits
+        matches = list(filter(None, map(self.classifier.match, lines)))
+        for m in matches:
             handlers[m.lastindex](m)  # type: ignore[index]
-            hits += 1
-        return hits
+        self._on_block(self, matches)
+        return len(matches)
 
     def hits(self, lines: list[bytes]) -> Iterator[tuple[int, Hit]]:
         """Count like :meth:`feed` and yield (index in *lines*, full hit) for each one."""

@@ -17,21 +17,21 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
 
 from gw502d.classify.catalog import Catalog
 from gw502d.classify.matcher import Classifier, Slot
-from gw502d.classify.tally import Key, OnHit, Tally
+from gw502d.classify.tally import Key, Matches, OnHit, Tally
 from gw502d.classify.template import compile_template
 from gw502d.daemon.events import IncidentEvents
 from gw502d.export.collector import Numbers
 from gw502d.export.incidents import LINE_CAP, RecentIncidents
 from gw502d.export.metric_names import ROOT_CAUSE_INCIDENTS, ROOT_CAUSE_NAMES
 from gw502d.parse import FORMATS
-from gw502d.remediate import remediation_for
+from gw502d.remediate import Context, advise, host_facts
 from gw502d.source.follower import LogSpec
 
 log = structlog.get_logger("gw502d.daemon")
@@ -52,6 +52,14 @@ class Correlator(Protocol):
     adds to ``causes[(nginx incident, cause)]``, which :class:`Counters` keeps, saves with
     the snapshot and exports as ``gw502d_root_causes_total``.
     """
+
+    @property
+    def watched(self) -> Container[Key]:
+        """The incidents it pairs: only their hits reach :meth:`observe`."""
+
+    @property
+    def correlator(self) -> Any:
+        """What the advice reads (``gw502d.remediate.Context.correlator``)."""
 
     def observe(self, key: Key, slot: Slot, line: bytes, when: float,
                 causes: dict[CauseKey, int]) -> None: ...
@@ -82,7 +90,8 @@ def structure(catalog: Catalog, family: str | None) -> re.Pattern[bytes] | None:
 class _Live:
     """The tallies of one catalog: where lines are counted until the next reload."""
 
-    def __init__(self, catalog: Catalog, families: Iterable[str | None], on_hit: OnHit) -> None:
+    def __init__(self, catalog: Catalog, families: Iterable[str | None], on_hit: OnHit,
+                 watch: Container[Key], on_block: Callable[[Tally, Matches], None]) -> None:
         self.catalog = catalog
         self.keys = catalog.keys
         self.companion_keys = tuple(dict.fromkeys(
@@ -91,6 +100,8 @@ class _Live:
         self.tallies: dict[str | None, Tally] = {}
         self.shapes: dict[str | None, re.Pattern[bytes] | None] = {}
         self._on_hit = on_hit
+        self._watch = watch
+        self._on_block = on_block
         for family in families:
             self.tally(family)
 
@@ -100,7 +111,8 @@ class _Live:
         if tally is None:
             families = None if family is None else [family]
             tally = self.tallies[family] = Tally(Classifier(self.catalog, families),
-                                                 self._on_hit)
+                                                 self._on_hit, watch=self._watch,
+                                                 on_block=self._on_block)
             self.shapes[family] = structure(self.catalog, family)
         return tally
 
@@ -118,9 +130,10 @@ class _Live:
 class Counters:
     """Every incident number the daemon exports and saves.
 
-    Per incident line (the tallies' ``on_hit``) it notes the time, appends to the ring
-    buffer of :mod:`gw502d.export.incidents`, offers a rate-limited log event and calls the
-    correlator; facts are worked out later, when someone asks.
+    Per block of lines (the tallies' ``on_block``) it notes the time of the incidents the
+    block had, appends the newest to the ring buffer of :mod:`gw502d.export.incidents` and
+    offers one rate-limited log event per incident; the correlator alone sees every hit, and
+    only of the incidents it pairs. Facts are worked out later, when someone asks.
     """
 
     def __init__(self, catalog: Catalog, specs: Iterable[LogSpec], *, incidents_buffer: int,
@@ -132,6 +145,7 @@ class Counters:
             (i, c): 0 for i in ROOT_CAUSE_INCIDENTS for c in ROOT_CAUSE_NAMES}
         self.unparsed: dict[str, int] = {}
         self._correlator = correlator
+        self._host = host_facts()
         self._base: Counter[Key] = Counter()
         self._companion_base: Counter[Key] = Counter()
         self._last_base: dict[Key, float] = {}
@@ -139,20 +153,34 @@ class Counters:
         self._facts_cache: dict[Key, tuple[int, Facts | None]] = {}
         self._now = 0.0
         self._log = ""
+        self._before: list[int] = []
         self._live = self._build(catalog, specs)
 
     def _build(self, catalog: Catalog, specs: Iterable[LogSpec]) -> _Live:
         def on_hit(k: int, slot: Slot, m: re.Match[bytes]) -> None:
-            now, log_name, line = self._now, self._log, m.string
-            if len(line) > LINE_CAP:
-                line = line[:LINE_CAP]
-            live.last_seen[k] = now
-            self.recent.add((slot, line, now, log_name))
-            self.events.hit(live.keys[k], slot, line, log_name, now)
             if self._correlator is not None:
-                self._correlator.observe(live.keys[k], slot, line, now, self.root_causes)
+                self._correlator.observe(live.keys[k], slot, m.string, self._now,
+                                         self.root_causes)
 
-        live = _Live(catalog, dict.fromkeys(s.family for s in specs), on_hit)
+        def on_block(tally: Tally, matches: Matches) -> None:
+            now, log_name = self._now, self._log
+            slots = tally.classifier.slots
+            for m in matches[-self.recent.size:]:
+                slot = slots[m.lastindex]  # type: ignore[index]
+                if not slot.candidates[0].companion:
+                    self.recent.add((slot, m.string[:LINE_CAP], now, log_name))
+            for k, (before, after) in enumerate(zip(self._before, tally.counts, strict=True)):
+                if after != before:
+                    live.last_seen[k] = now
+                    line = tally.last_line[k]
+                    found = tally.classifier.match(line) if line is not None else None
+                    if found is not None and found.lastindex is not None:
+                        self.events.hit(live.keys[k], slots[found.lastindex],
+                                        found.string[:LINE_CAP], log_name, now,
+                                        count=after - before)
+
+        watch = self._correlator.watched if self._correlator is not None else ()
+        live = _Live(catalog, dict.fromkeys(s.family for s in specs), on_hit, watch, on_block)
         return live
 
     @property
@@ -168,7 +196,9 @@ class Counters:
             live = self._live
             self._now = time.time()
             self._log = spec.name
-            live.tally(spec.family).feed(lines)
+            tally = live.tally(spec.family)
+            self._before = tally.counts.copy()
+            tally.feed(lines)
             shape = live.shapes[spec.family]
             if shape is not None:
                 unparsed = len(lines) - sum(map(bool, map(shape.match, lines)))
@@ -226,8 +256,7 @@ class Counters:
             incidents, companions, last_seen = self._totals()
             catalog = self._live.catalog
             remediation = {
-                key: remediation_for(catalog.incident(*key), self._facts(key))
-                for key in self._live.keys
+                key: self._remediation(catalog, key, incidents) for key in self._live.keys
             }
             return Numbers(incidents, companions, last_seen, remediation,
                            dict(self.root_causes), dict(self.unparsed))
@@ -247,6 +276,18 @@ class Counters:
             if t:
                 last_seen[key] = t
         return dict(incidents), dict(companions), last_seen
+
+    def _remediation(self, catalog: Catalog, key: Key, counts: Mapping[Key, int]) -> str:
+        """The advice for *key* from every tally's evidence, this host and the root causes
+        paired so far (facts saved before a restart stand in until new ones arrive)."""
+        live = self._live
+        correlator = self._correlator.correlator if self._correlator is not None else None
+        context = Context(self._host, tuple(live.tallies.values()), correlator,
+                          causes=self.root_causes, counts=counts)
+        evidence = context.evidence(*key)
+        if not evidence and (saved := self._facts_base.get(key)) is not None:
+            evidence = [(saved, 1)]
+        return advise(catalog.incident(*key), evidence, context).text
 
     def _facts(self, key: Key) -> Facts | None:
         """The evidence that fills the remediation of *key*; recomputed when it was hit."""

@@ -26,11 +26,15 @@ class IncidentEvents:
         self._next: dict[Key, float] = {}
         self._suppressed: dict[Key, int] = {}
 
-    def hit(self, key: Key, slot: Slot, line: bytes, log_name: str, now: float) -> None:
-        """Log this hit unless its pair logged one less than an interval ago."""
+    def hit(self, key: Key, slot: Slot, line: bytes, log_name: str, now: float, *,
+            count: int = 1) -> None:
+        """Log the last of *count* hits of a pair (read in one block) unless the pair
+        logged less than an interval ago; the others are counted as suppressed."""
+        suppressed = self._suppressed.get(key, 0) + count - 1
         if now < self._next.get(key, 0.0):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._suppressed[key] = suppressed + 1
             return
+        self._suppressed[key] = suppressed
         self._next[key] = now + self._interval
         hit = slot.resolve(line)
         facts = hit.facts if hit is not None else {}

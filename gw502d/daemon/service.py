@@ -31,6 +31,7 @@ from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import describe
 from gw502d.export.page import render_page
 from gw502d.export.webconfig import WebConfig, load_web_config
+from gw502d.remediate import LineCorrelator
 from gw502d.source.follower import Follower
 
 log = structlog.get_logger("gw502d.daemon")
@@ -79,7 +80,8 @@ class Daemon:
         self._reload_time = time.time()
         config = loaded.config
         self.counters = Counters(loaded.catalog, config.logs,
-                                 incidents_buffer=config.incidents_buffer, redact=config.redact)
+                                 incidents_buffer=config.incidents_buffer, redact=config.redact,
+                                 correlator=LineCorrelator(config.correlation_window_seconds))
         self.follower = Follower(config.logs, self.counters.feed, state_dir=config.state_dir,
                                  start_at=config.start_at, max_line=config.max_line_bytes,
                                  snapshot_extra=self.counters.snapshot)

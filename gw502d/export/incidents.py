@@ -68,11 +68,13 @@ class RecentIncidents:
     """The last *size* incident lines, newest last; appended in the follower's thread."""
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self._seen: deque[Seen] = deque(maxlen=size)
         self.add = self._seen.append  # the hot path: a bound C method, nothing else
 
     def resize(self, size: int) -> None:
         """Keep the newest *size* lines (a reload may change incidents_buffer)."""
+        self.size = size
         self._seen = deque(self._seen, maxlen=size)
         self.add = self._seen.append
 

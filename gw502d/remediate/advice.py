@@ -1,16 +1,485 @@
-"""The remediation text for an incident, filled with the facts seen on this host.
+"""The remediation for an incident: the change to make on this host, from the facts seen.
 
-The catalog's text is a template over the incident's ``evidence`` facts; the most common
-value of each fact fills it. A fact never seen leaves a readable placeholder.
+Each built-in incident has a builder that reads the facts seen for it (with their counts),
+this host's facts and, when given, what other logs said (root causes, other incidents'
+facts) and computes the change. Where a builder knows too little it returns None and the
+catalog's text is filled in with the most common facts instead.
+
+Texts become a Prometheus label value: they are bounded (:data:`MAX_TEXT`) and are built
+only from catalog wording, numbers computed here, and configuration read from the lines
+(nginx's upstream scheme and peer, socket paths): never the URI, client, Host or Referer.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gw502d.classify.catalog import Incident
+from gw502d.classify.tally import Tally
+from gw502d.remediate import backend, nginx
+from gw502d.remediate.correlate import Correlator
+from gw502d.remediate.host import HostFacts, host_facts
+from gw502d.remediate.nginx import DEFAULT_READ_TIMEOUT, Upstream
+
+FactCount = tuple[Mapping[str, Any], int]
+MAX_TEXT = 640
+MAX_VALUE = 120  # one configuration value (path, upstream) inside a text
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """What to change: a text for people and the same change as data for tools.
+
+    ``nginx``: directives for the location that passes to the upstream (a ``*_pass``
+    entry replaces the location's pass directive); ``uwsgi``: options as in an ini
+    ``[uwsgi]`` section ("true" is a flag); ``gunicorn``: gunicorn.conf.py settings;
+    ``sysctl``: kernel settings. ``cause`` is the root cause the advice addresses.
+    """
+
+    text: str
+    cause: str | None = None
+    nginx: Mapping[str, str] = field(default_factory=dict)
+    uwsgi: Mapping[str, str] = field(default_factory=dict)
+    gunicorn: Mapping[str, str] = field(default_factory=dict)
+    sysctl: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What else is known when advising on one incident: the host, the tallies of every
+    incident (other logs' facts; the daemon keeps one per family, of one catalog), and the
+    root causes found across logs (``causes``: counts to use instead of the correlator's,
+    e.g. the daemon's, which survive a restart; ``counts`` likewise for the incidents)."""
+
+    host: HostFacts = field(default_factory=host_facts)
+    tallies: Sequence[Tally] = ()
+    correlator: Correlator | None = None
+    causes: Mapping[tuple[str, str], int] | None = None
+    counts: Mapping[tuple[str, str], int] | None = None
+
+    def evidence(self, incident: str, source: str) -> list[FactCount]:
+        out: list[FactCount] = []
+        for tally in self.tallies:
+            if (incident, source) in tally.keys:
+                found = tally.evidence_for(tally.keys.index((incident, source)))
+                out += found.facts() if found is not None else []
+        return out
+
+    def count(self, incident: str, source: str) -> int:
+        if self.counts is not None:
+            return self.counts.get((incident, source), 0)
+        return sum(t.count(incident, source) for t in self.tallies
+                   if (incident, source) in t.keys)
+
+    def top_cause(self, incident: str) -> tuple[str | None, int]:
+        """The root cause most often paired with an nginx *incident*, and how often."""
+        causes = self.causes
+        if causes is None:
+            causes = self.correlator.counts if self.correlator is not None else {}
+        found = {c: n for (i, c), n in causes.items() if i == incident and n}
+        if not found:
+            return None, 0
+        cause = max(found, key=lambda c: found[c])
+        return cause, found[cause]
+
+    def backend(self, cause: str) -> int | None:
+        """Backend events of *cause* (None: no correlation ran)."""
+        return None if self.correlator is None else self.correlator.backend.get(cause, 0)
+
+    def upstream_of(self, cause: str) -> Upstream | None:
+        """The nginx upstream a backend cause was most often paired with."""
+        seen = self.correlator.upstreams.get(cause) if self.correlator else None
+        return Upstream.parse(max(seen, key=lambda u: seen[u])) if seen else None
+
+
+class _Seen:
+    """The facts seen for one incident, with counts."""
+
+    def __init__(self, evidence: Sequence[FactCount]) -> None:
+        self.evidence = evidence
+
+    def top(self, name: str) -> Any:
+        counts: Counter[Any] = Counter()
+        for facts, n in self.evidence:
+            if name in facts:
+                counts[facts[name]] += n
+        return counts.most_common(1)[0][0] if counts else None
+
+    def largest(self, name: str) -> int | None:
+        values = [f[name] for f, _ in self.evidence if isinstance(f.get(name), int)]
+        return max(values) if values else None
+
+    def upstream(self) -> Upstream | None:
+        value = self.top("upstream")
+        return Upstream.parse(value) if isinstance(value, str) else None
+
+
+Builder = Callable[[_Seen, Context], Advice | None]
+
+
+def _value(value: object) -> str:
+    """A configuration value from a log line, printable and bounded."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 3] + "..."
+
+
+def _prefixed(advice: Advice, prefix: str, cause: str | None = None) -> Advice:
+    return replace(advice, text=prefix + advice.text, cause=cause or advice.cause)
+
+
+# --------------------------------------------------------------------------- shared fixes
+
+_LIMITS = {"uwsgi": ("harakiri", "uWSGI"), "gunicorn": ("timeout", "gunicorn.conf.py")}
+# The application servers that can sit behind each nginx module
+_BACKENDS = {"uwsgi": ("uwsgi",), "proxy": ("gunicorn", "uwsgi")}
+
+
+def _keep_order(family: str, backends: Sequence[str]) -> Advice:
+    """nginx's read timeout above the application's own limit, each side named."""
+    conf = {f"{family}_read_timeout": f"{DEFAULT_READ_TIMEOUT}s"}
+    if not backends:
+        return Advice(f"keep {family}_read_timeout above the backend's own request time limit "
+                      f"(e.g. {nginx.render(conf)}).", nginx=conf)
+    limits = {b: {_LIMITS[b][0]: str(backend.BACKEND_TIMEOUT)} for b in backends}
+    names = " / ".join(f"{_LIMITS[b][0]} ({_LIMITS[b][1]})" for b in backends)
+    theirs = " / ".join(f"{backend.render(limits[b])} ({_LIMITS[b][1]})" for b in backends)
+    return Advice(
+        f"keep {family}_read_timeout above {names}, e.g. {nginx.render(conf)} in the nginx "
+        f"location with {theirs}.",
+        nginx=conf, uwsgi=limits.get("uwsgi", {}), gunicorn=limits.get("gunicorn", {}))
+
+
+def _harakiri(up: Upstream | None) -> Advice:
+    family = up.family if up and up.family else "uwsgi"
+    return _prefixed(
+        _keep_order(family, ("uwsgi",)),
+        f"uWSGI's harakiri killed the worker mid-request, so raising {family}_read_timeout "
+        "alone changes nothing. Fix the slow requests, or raise harakiri above the slowest "
+        "legitimate one and ", "worker_harakiri")
+
+
+def _gunicorn_timeout(up: Upstream | None) -> Advice:
+    family = up.family if up and up.family else "proxy"
+    return _prefixed(
+        _keep_order(family, ("gunicorn",)),
+        f"gunicorn killed the worker after its timeout, so raising {family}_read_timeout "
+        "alone changes nothing. Fix the slow view (or use gthread/async workers), or raise "
+        "timeout above the slowest legitimate request and ", "gunicorn_worker_timeout")
+
+
+def _oom_killed() -> Advice:
+    conf = {"max-requests": str(backend.RECYCLE_AFTER)}
+    return Advice(
+        "A uWSGI worker got SIGKILL without harakiri: most likely the kernel's OOM killer "
+        f"(see dmesg). Run fewer processes, recycle workers ({backend.render(conf)}) or cap "
+        "their memory (reload-on-rss = <MB>, times processes below the RAM).",
+        "worker_oom_killed", uwsgi=conf)
+
+
+def _crashed() -> Advice:
+    return Advice(
+        "A uWSGI worker crashed (a signal other than 9): a bug in a C extension or native "
+        "library. uWSGI logs its backtrace after '!!! uWSGI process ... got Segmentation "
+        "Fault !!!'; update or replace that library.", "worker_crashed")
+
+
+def _gunicorn_killed() -> Advice:
+    conf = {"max_requests": str(backend.RECYCLE_AFTER),
+            "max_requests_jitter": str(backend.RECYCLE_AFTER // 10)}
+    return Advice(
+        "A gunicorn worker got SIGKILL: most likely the kernel's OOM killer (see dmesg). "
+        f"Recycle workers ({backend.render(conf)} in gunicorn.conf.py) or run fewer.",
+        "gunicorn_worker_killed", gunicorn=conf)
+
+
+def _block(block: int | None) -> Advice:
+    if block is None:
+        return Advice("The request's headers exceed uWSGI's buffer-size: raise buffer-size "
+                      "in the uWSGI config.", "request_block_too_big")
+    size, over = backend.uwsgi_buffer_size(block)
+    text = (f"Requests of up to {block} bytes of variables (URI, headers, cookies) exceed "
+            f"uWSGI's buffer-size: set buffer-size = {size} in the uWSGI config.")
+    if over:
+        text += (" That is the most the uwsgi protocol carries (its packet size is 16 bits; "
+                 "nginx refuses bigger requests): shrink cookies/headers, or serve HTTP "
+                 "(http-socket) and use proxy_pass.")
+    return Advice(text, "request_block_too_big", uwsgi={"buffer-size": str(size)})
+
+
+def _mismatch(up: Upstream | None, method: object = None) -> Advice:
+    sent = f"HTTP ({method} ...)" if method else "HTTP"
+    if up is None or up.family != "proxy":
+        return Advice(
+            f"{sent} reached uWSGI's uwsgi-protocol socket: behind nginx pass with "
+            "uwsgi_pass + include uwsgi_params (not proxy_pass); for clients that speak HTTP "
+            "directly, use http-socket = ADDRESS instead of socket = ADDRESS in the uWSGI "
+            "config.", "protocol_mismatch")
+    directive, target = up.pass_directive("uwsgi")
+    conf = {"include": "uwsgi_params", directive: target}
+    peer = _value(up.peer)
+    return Advice(
+        f"nginx sends {sent} with proxy_pass to {peer}, a uWSGI uwsgi-protocol socket: in that "
+        f"location replace proxy_pass with {nginx.render(conf)} (or make uWSGI speak HTTP "
+        f"there: http-socket = {peer} instead of socket =).", "protocol_mismatch", nginx=conf)
+
+
+_CAUSE_FIX: dict[str, Callable[[Context, Upstream | None], Advice]] = {
+    "worker_harakiri": lambda ctx, up: _harakiri(up),
+    "worker_oom_killed": lambda ctx, up: _oom_killed(),
+    "worker_crashed": lambda ctx, up: _crashed(),
+    "request_block_too_big": lambda ctx, up: _block(
+        _Seen(ctx.evidence("request_block_too_big", "uwsgi")).largest("block_size")),
+    "protocol_mismatch": lambda ctx, up: _mismatch(
+        up, _Seen(ctx.evidence("protocol_mismatch", "uwsgi")).top("method")),
+    "gunicorn_worker_timeout": lambda ctx, up: _gunicorn_timeout(up),
+    "gunicorn_worker_killed": lambda ctx, up: _gunicorn_killed(),
+}
+
+
+def _queue_full(where: str, family: str | None, current: int | None,
+                host: HostFacts) -> Advice:
+    listen, ceiling = backend.listen_backlog(current, host.somaxconn)
+    uwsgi = {"listen": str(listen)}
+    gunicorn = {"backlog": str(listen)} if family == "proxy" else {}
+    text = (f"{where} is full: every worker is busy. Add processes/threads or make requests "
+            f"faster; a longer queue absorbs bursts: listen = {listen} in the uWSGI config")
+    if gunicorn:
+        text += f" / backlog = {listen} in gunicorn.conf.py"
+    if ceiling is not None:
+        text += (f"; to go to {ceiling}, first raise net.core.somaxconn (the kernel's ceiling, "
+                 f"now {host.somaxconn}) in /etc/sysctl.d.")
+        return Advice(text, uwsgi=uwsgi, gunicorn=gunicorn,
+                      sysctl={"net.core.somaxconn": str(ceiling)})
+    if host.somaxconn is not None:
+        text += f" (the kernel's ceiling, net.core.somaxconn, is {host.somaxconn} here)"
+    return Advice(text + ".", uwsgi=uwsgi, gunicorn=gunicorn)
+
+
+def _bind(up: Upstream | None, address: str) -> str:
+    """Where the backend must listen for the location's ``*_pass`` to reach it."""
+    family = up.family if up else None
+    if family == "uwsgi":
+        return f"socket = {address} (uWSGI)"
+    if family == "proxy":
+        unix = "unix:" if address.startswith("/") else ""
+        return f"bind = {unix}{address} (gunicorn) or http-socket = {address} (uWSGI)"
+    return f"its listen address {address}"
+
+
+# --------------------------------------------------------------------------- nginx
+
+
+def _header_too_big(seen: _Seen, ctx: Context) -> Advice | None:
+    up = seen.upstream()
+    if up is None or up.family is None:
+        return None
+    conf = nginx.header_buffers(up.family, 4 * ctx.host.page_size)
+    return Advice(
+        f"{_value(up)} sends response headers larger than {up.family}_buffer_size (nginx's "
+        f"default is one memory page, {nginx.size_text(ctx.host.page_size)} here). In the "
+        f"location that passes to it: {nginx.render(conf)} Still too small (big cookies)? "
+        "Double every value together.", nginx=conf)
+
+
+def _timeout(seen: _Seen, ctx: Context) -> Advice | None:
+    up = seen.upstream()
+    if up is None or up.family is None:
+        return None
+    family, phase, where = up.family, seen.top("phase"), _value(up)
+    if phase == "connect":
+        return Advice(f"nginx could not connect to {where} within {family}_connect_timeout: "
+                      "its listen queue is full or the host does not answer. Add workers, "
+                      "then a longer queue (uWSGI listen, gunicorn backlog).")
+    if phase == "send":
+        return Advice(f"{where} did not read the request within {family}_send_timeout: every "
+                      "worker is busy or reads uploads slowly. Add workers or make requests "
+                      "faster.")
+    cause, n = ctx.top_cause("upstream_timeout")
+    if cause in ("gunicorn_worker_timeout", "gunicorn_worker_killed"):
+        backends: Sequence[str] = ("gunicorn",)
+    elif cause is not None:
+        backends = ("uwsgi",)
+    else:
+        backends = _BACKENDS.get(family, ())
+    said = f"; the backend log shows {cause} ({n}x)" if cause else ""
+    return _prefixed(_keep_order(family, backends),
+                     f"nginx gave up on {where} after {family}_read_timeout ({phase or 'read'} "
+                     f"phase) while the application still worked (504){said}. Find the slow "
+                     "requests, then ",
+                     cause)
+
+
+def _connection_lost(incident: str, what: str) -> Builder:
+    """premature close / reset: the backend's root cause decides the fix."""
+
+    def build(seen: _Seen, ctx: Context) -> Advice | None:
+        cause, n = ctx.top_cause(incident)
+        if cause is None:
+            return None
+        up = seen.upstream()
+        where = _value(up) if up else "The upstream"
+        return _prefixed(_CAUSE_FIX[cause](ctx, up),
+                         f"{where} {what}: root cause {cause} ({n}x in the backend log). ")
+
+    return build
+
+
+def _socket_missing(seen: _Seen, ctx: Context) -> Advice | None:
+    sock = seen.top("socket")
+    if sock is None:
+        return None
+    path = _value(sock)
+    return Advice(f"No socket file at {path}: the backend is not running or creates its "
+                  f"socket elsewhere. Start it with {_bind(seen.upstream(), path)}, the path "
+                  "nginx passes to; a directory under /run must be created at each boot "
+                  "(systemd RuntimeDirectory=).")
+
+
+def _socket_permission(seen: _Seen, ctx: Context) -> Advice | None:
+    sock, host = seen.top("socket"), ctx.host
+    if sock is None or host.nginx_user is None:
+        return None
+    user, group = host.nginx_user, host.nginx_group
+    up = seen.upstream()
+    uwsgi = {"chmod-socket": "660", "chown-socket": f"{user}:{group}"}
+    gunicorn = ({"umask": "0o007", "group": str(group)}
+                if up is not None and up.family == "proxy" else {})
+    text = (f"nginx's workers (user {user}) may not connect to {_value(sock)}. Let the backend "
+            f"create it for them: {backend.render(uwsgi)} (uWSGI, applied while it still runs "
+            f"as root; else add {user} to uWSGI's group)")
+    if gunicorn:
+        text += f" / {backend.render(gunicorn)} (gunicorn.conf.py)"
+    return Advice(text + f". Every directory above it needs x for {user}.",
+                  uwsgi=uwsgi, gunicorn=gunicorn)
+
+
+def _backlog_full(seen: _Seen, ctx: Context) -> Advice | None:
+    sock = seen.top("socket")
+    if sock is None:
+        return None
+    up = seen.upstream()
+    return _queue_full(f"The accept queue of {_value(sock)}", up.family if up else None, None,
+                       ctx.host)
+
+
+def _connect_refused(seen: _Seen, ctx: Context) -> Advice | None:
+    up = seen.upstream()
+    if up is None:
+        return None
+    peer = _value(up.peer)
+    address = peer.removeprefix("unix:")
+    stale = " (a socket file stays behind when the backend dies)" if address != peer else ""
+    return Advice(f"Nothing accepts connections at {peer}{stale}: the backend is down or "
+                  f"listens elsewhere. Start it with {_bind(up, address)}.")
+
+
+def _invalid_header(seen: _Seen, ctx: Context) -> Advice | None:
+    up = seen.upstream()
+    if up is None:
+        return None
+    if up.family == "proxy":
+        conf = {"include": "uwsgi_params", "uwsgi_pass": up.pass_directive("uwsgi")[1]}
+        return Advice(f"{_value(up)} does not answer HTTP. If it is a uWSGI socket (uwsgi "
+                      f"protocol), pass to it with {nginx.render(conf)} instead of proxy_pass.",
+                      nginx=conf)
+    if up.family == "uwsgi":
+        conf = dict([up.pass_directive("proxy")])
+        return Advice(f"{_value(up)} does not speak the uwsgi protocol. If it is gunicorn or "
+                      f"uWSGI's http-socket, pass to it with {nginx.render(conf)} instead of "
+                      "uwsgi_pass.", nginx=conf)
+    return None
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _worker_died(seen: _Seen, ctx: Context) -> Advice | None:
+    signal = seen.top("signal")
+    if signal is None:
+        return None
+    if signal != 9:
+        return _crashed()
+    if ctx.backend("worker_oom_killed") == 0 and ctx.backend("worker_harakiri"):
+        return _prefixed(_harakiri(ctx.upstream_of("worker_harakiri")),
+                         "These deaths follow harakiri kills (same worker): ")
+    return _oom_killed()
+
+
+def _gunicorn_worker_killed(seen: _Seen, ctx: Context) -> Advice:
+    if ctx.backend("gunicorn_worker_killed") == 0 and ctx.backend("gunicorn_worker_timeout"):
+        return _prefixed(_gunicorn_timeout(ctx.upstream_of("gunicorn_worker_timeout")),
+                         "These kills follow worker timeouts (same worker): ")
+    return _gunicorn_killed()
+
+
+def _slowness(ctx: Context) -> str:
+    timeouts = ctx.count("upstream_timeout", "nginx")
+    if timeouts:
+        return (f"With {timeouts} nginx upstream timeouts they mean the application is too "
+                "slow for its clients: find the slow requests.")
+    return "Benign alone (impatient clients, short health-check timeouts)."
+
+
+def _client_disconnect(source: str) -> Builder:
+    quiet = {"ignore-sigpipe": "true", "ignore-write-errors": "true",
+             "disable-write-exception": "true"}
+
+    def build(seen: _Seen, ctx: Context) -> Advice:
+        text = f"Clients went away before the answer was written. {_slowness(ctx)}"
+        if source != "uwsgi":
+            return Advice(text)
+        return Advice(f"{text} To quiet uWSGI's log: {backend.render(quiet)}.", uwsgi=quiet)
+
+    return build
+
+
+def _dev_server(seen: _Seen, ctx: Context) -> Advice:
+    n = str(ctx.host.gunicorn_workers)
+    bind = "127.0.0.1:8000"
+    gunicorn = {"workers": n, "bind": bind}
+    uwsgi = {"master": "true", "processes": n, "http-socket": bind}
+    return Advice(
+        "This is the Werkzeug development server: do not run it in production. Serve the app "
+        f"with gunicorn -w {n} -b {bind} <module>:<app> or uwsgi --master --processes {n} "
+        f"--http-socket {bind} --module <module>:<app>, behind nginx with "
+        f"proxy_pass http://{bind};.",
+        nginx={"proxy_pass": f"http://{bind}"}, uwsgi=uwsgi, gunicorn=gunicorn)
+
+
+_BUILDERS: dict[tuple[str, str], Builder] = {
+    ("upstream_header_too_big", "nginx"): _header_too_big,
+    ("upstream_timeout", "nginx"): _timeout,
+    ("upstream_connect_refused", "nginx"): _connect_refused,
+    ("upstream_socket_missing", "nginx"): _socket_missing,
+    ("upstream_socket_permission", "nginx"): _socket_permission,
+    ("upstream_backlog_full", "nginx"): _backlog_full,
+    ("upstream_premature_close", "nginx"): _connection_lost(
+        "upstream_premature_close", "closed the connection mid-request"),
+    ("upstream_reset", "nginx"): _connection_lost("upstream_reset", "reset the connection"),
+    ("upstream_invalid_header", "nginx"): _invalid_header,
+    ("client_disconnect", "nginx"): _client_disconnect("nginx"),
+    ("request_block_too_big", "uwsgi"): lambda seen, ctx: _block(seen.largest("block_size")),
+    ("protocol_mismatch", "uwsgi"): lambda seen, ctx: _mismatch(
+        ctx.upstream_of("protocol_mismatch"), seen.top("method")),
+    ("client_disconnect", "uwsgi"): _client_disconnect("uwsgi"),
+    ("worker_harakiri", "uwsgi"): lambda seen, ctx: _harakiri(ctx.upstream_of("worker_harakiri")),
+    ("worker_died", "uwsgi"): _worker_died,
+    ("listen_queue_full", "uwsgi"): lambda seen, ctx: _queue_full(
+        "uWSGI's listen queue", "uwsgi", seen.largest("backlog"), ctx.host),
+    ("worker_timeout", "gunicorn"): lambda seen, ctx: _gunicorn_timeout(
+        ctx.upstream_of("gunicorn_worker_timeout")),
+    ("worker_killed", "gunicorn"): _gunicorn_worker_killed,
+    ("client_disconnect", "gunicorn"): _client_disconnect("gunicorn"),
+    ("client_disconnect", "werkzeug"): _dev_server,
+    ("dev_server_warning", "werkzeug"): _dev_server,
+}
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 class _Placeholders(dict[str, Any]):
@@ -18,7 +487,38 @@ class _Placeholders(dict[str, Any]):
         return f"<{key}>"
 
 
+def _catalog_text(incident: Incident, seen: _Seen) -> str:
+    facts = _Placeholders({name: _value(v) for name in incident.evidence
+                           if (v := seen.top(name)) is not None})
+    return string.Formatter().vformat(incident.remediation, (), facts)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 3] + "..."
+
+
+def advise(incident: Incident, evidence: Sequence[FactCount] = (),
+           context: Context | None = None) -> Advice:
+    """The change for *incident*, given the facts seen for it (``Evidence.facts()``: each
+    distinct fact set and its count) and, optionally, what else is known."""
+    ctx = context if context is not None else Context()
+    seen = _Seen(evidence)
+    build = _BUILDERS.get(incident.key)
+    advice = build(seen, ctx) if build is not None else None
+    if advice is None:
+        advice = Advice(_catalog_text(incident, seen))
+    return replace(advice, text=_bounded(advice.text))
+
+
+def advise_tally(tally: Tally, k: int, correlator: Correlator | None = None,
+                 host: HostFacts | None = None) -> Advice:
+    """The advice for the tally's incident *k* with everything the tally and the
+    correlator know (recompute it when their numbers change)."""
+    found = tally.evidence_for(k)
+    context = Context(host or host_facts(), (tally,), correlator)
+    return advise(tally.incident(k), found.facts() if found is not None else [], context)
+
+
 def remediation_for(incident: Incident, facts: Mapping[str, Any] | None = None) -> str:
-    """The catalog remediation of *incident* with *facts* filled in."""
-    values = _Placeholders(facts or {})
-    return string.Formatter().vformat(incident.remediation, (), values)
+    """The remediation text of *incident* from the facts of one line."""
+    return advise(incident, [(facts, 1)] if facts else []).text

@@ -8,7 +8,7 @@ from typing import Any
 from gw502d.classify.catalog import Incident
 from gw502d.classify.tally import Tally
 from gw502d.parse.record import decode
-from gw502d.remediate import remediation_for
+from gw502d.remediate import Context, advise
 from gw502d.report.scan import ScanResult
 
 EXAMPLE_WIDTH = 300
@@ -24,6 +24,7 @@ class Finding:
     last: dict[str, Any]
     example: str
     remediation: str
+    root_causes: dict[str, int]
 
 
 def _line_facts(tally: Tally, k: int, line: bytes | None) -> dict[str, Any]:
@@ -32,8 +33,10 @@ def _line_facts(tally: Tally, k: int, line: bytes | None) -> dict[str, Any]:
     return hit.facts if hit is not None else {}
 
 
-def findings(tally: Tally) -> list[Finding]:
+def findings(result: ScanResult) -> list[Finding]:
     """Incidents with a count, most frequent first."""
+    tally = result.tally
+    causes = result.correlator.by_incident()
     out = []
     for k, n in enumerate(tally.counts):
         if not n:
@@ -44,38 +47,41 @@ def findings(tally: Tally) -> list[Finding]:
             first=_line_facts(tally, k, tally.first_line[k]),
             last=_line_facts(tally, k, tally.last_line[k]),
             example=decode(tally.first_line[k] or b""),
-            remediation=remediation_for_tally(tally, k),
+            remediation=remediation(result, k),
+            root_causes=causes.get(incident.id, {}) if incident.source == "nginx" else {},
         ))
     return sorted(out, key=lambda f: -f.count)
 
 
-def remediation_for_tally(tally: Tally, k: int) -> str:
-    """The remediation of incident *k* filled with its most common evidence."""
+def remediation(result: ScanResult, k: int) -> str:
+    """The remediation of incident *k* from its evidence, the other logs' and root causes."""
+    tally = result.tally
     evidence = tally.evidence_for(k)
-    seen = evidence.facts() if evidence is not None else []
-    return remediation_for(tally.incident(k), seen[0][0] if seen else None)
+    context = Context(tallies=(tally,), correlator=result.correlator)
+    return advise(tally.incident(k), evidence.facts() if evidence else [], context).text
 
 
 def summary(result: ScanResult) -> dict[str, Any]:
     """The ``--format json`` object."""
     tally = result.tally
-    remediation: dict[str, dict[str, str]] = {}
+    texts: dict[str, dict[str, str]] = {}
     for k, (incident, source) in enumerate(tally.keys):
         if tally.counts[k]:
-            remediation.setdefault(incident, {})[source] = remediation_for_tally(tally, k)
+            texts.setdefault(incident, {})[source] = remediation(result, k)
     return {
         "lines": result.lines,
         "files": result.files,
         "errors": result.errors,
         "counts": tally.as_dict(),
-        "remediation": remediation,
+        "remediation": texts,
+        "root_causes": result.correlator.by_incident(),
     }
 
 
 def text(result: ScanResult) -> str:
     """The ``--format text`` report: one block per incident, then totals."""
     out: list[str] = []
-    found = findings(result.tally)
+    found = findings(result)
     for f in found:
         i = f.incident
         status = f"HTTP {i.status}" if i.status else "no HTTP status"
@@ -84,13 +90,20 @@ def text(result: ScanResult) -> str:
             f"  {i.summary}",
             f"  first seen: {f.first.get('time', '?')}   last seen: {f.last.get('time', '?')}",
             f"  example:    {f.example[:EXAMPLE_WIDTH]}",
-            f"  fix:        {f.remediation}",
         ]
+        if f.root_causes:
+            causes = ", ".join(f"{c} x{n}" for c, n in
+                               sorted(f.root_causes.items(), key=lambda cn: -cn[1]))
+            out.append(f"  root cause: {causes} (from the backend's log)")
+        out.append(f"  fix:        {f.remediation}")
         if i.docs:
             out.append(f"  docs:       {' '.join(i.docs)}")
         out.append("")
     total = sum(f.count for f in found)
     out.append(f"{result.lines} lines in {len(result.files)} file(s), {total} incident line(s), "
                f"{len(found)} incident type(s)")
+    if result.uncorrelated:
+        out.append(f"{result.uncorrelated} event(s) beyond the timeline's cap were not "
+                   "correlated")
     out += [f"error: {e}" for e in result.errors]
     return "\n".join(out) + "\n"

@@ -13,7 +13,8 @@ from typing import Any, BinaryIO
 from gw502d.classify.matcher import Classifier, Hit
 from gw502d.classify.tally import Tally
 from gw502d.parse.record import record_start
-from gw502d.remediate import remediation_for
+from gw502d.remediate import DEFAULT_WINDOW, Correlator, Timeline, remediation_for
+from gw502d.remediate.correlate import WATCHED
 from gw502d.source.lines import iter_lines
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -41,9 +42,12 @@ class Occurrence:
 
 @dataclass(slots=True)
 class ScanResult:
-    """Totals of a scan; the tally holds the per-incident numbers."""
+    """Totals of a scan; the tally holds the per-incident numbers, the correlator the root
+    causes found across all inputs (``uncorrelated``: events beyond the timeline's cap)."""
 
     tally: Tally
+    correlator: Correlator = field(default_factory=Correlator)
+    uncorrelated: int = 0
     lines: int = 0
     bytes: int = 0
     files: list[str] = field(default_factory=list)
@@ -96,9 +100,13 @@ def _blocks(path: str, max_line: int) -> Iterator[list[bytes]]:
 
 def scan(classifier: Classifier, paths: list[str], *, max_line: int = 65536,
          on_occurrence: Callable[[Occurrence], None] | None = None,
-         progress: Callable[[int], None] | None = None) -> ScanResult:
-    """Classify every line of *paths* in order. Unreadable inputs are recorded, not fatal."""
-    result = ScanResult(Tally(classifier))
+         progress: Callable[[int], None] | None = None,
+         window: float = DEFAULT_WINDOW) -> ScanResult:
+    """Classify every line of *paths* in order, then join the events of all of them by
+    time into root causes (see :class:`~gw502d.remediate.Timeline`). Unreadable inputs
+    are recorded, not fatal."""
+    timeline = Timeline()
+    result = ScanResult(Tally(classifier, on_hit=timeline.hook(classifier), watch=WATCHED))
     tally = result.tally
     for path in expand(paths):
         base = 0
@@ -120,6 +128,8 @@ def scan(classifier: Classifier, paths: list[str], *, max_line: int = 65536,
         finally:
             result.lines += base
         result.files.append(path)
+    result.correlator = timeline.correlate(window)
+    result.uncorrelated = timeline.dropped
     return result
 
 

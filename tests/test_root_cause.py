@@ -1,0 +1,245 @@
+"""Root causes across logs: nginx's 502/504 joined with what uWSGI or gunicorn logged.
+
+The pairing rules on hand-made events, the daemon's hook on real lines, and ``gw502d scan``
+over a directory with the nginx error log and the backend log real servers wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gw502d.classify.catalog import load_catalog
+from gw502d.classify.matcher import Classifier
+from gw502d.daemon.counters import Counters
+from gw502d.remediate import Correlator, Event, LineCorrelator
+from gw502d.remediate.correlate import CAUSES, line_time
+from gw502d.source.follower import LogSpec
+from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
+from tests.servers.provoke import (
+    Capture,
+    gunicorn_worker_killed,
+    http_request,
+    pass_block,
+    status_of,
+    uwsgi_protocol_mismatch,
+    uwsgi_request_block_too_big,
+    uwsgi_worker_died,
+    uwsgi_worker_harakiri,
+)
+
+CLASSIFIER = Classifier(load_catalog())
+UWSGI_UP = {"upstream": "uwsgi://127.0.0.1:3031"}
+HTTP_UP = {"upstream": "http://127.0.0.1:8000"}
+
+
+def ev(t: float | None, incident: str, source: str, **facts: Any) -> Event:
+    return Event(t, incident, source, facts)
+
+
+def close(t: float | None, upstream: dict[str, str] = UWSGI_UP) -> Event:
+    return Event(t, "upstream_premature_close", "nginx", upstream)
+
+
+def test_line_times_of_each_family() -> None:
+    local = time.mktime((2024, 5, 2, 10, 0, 0, 0, 0, -1))
+    assert line_time("nginx", {"time": "2024/05/02 10:00:00"}) == local
+    assert line_time("uwsgi", {"time": "Thu May  2 10:00:00 2024"}) == local
+    assert line_time("gunicorn", {"time": "2024-05-02 10:00:00 +0000"}) == 1714644000.0
+    assert line_time("gunicorn", {"time": "2024-05-02 10:00:00"}) == local
+    assert line_time("uwsgi", {}) is None and line_time("nginx", {"time": "garbage"}) is None
+
+
+def test_pairs_within_the_window_either_order() -> None:
+    c = Correlator(window=5)
+    assert c.observe(ev(100, "worker_harakiri", "uwsgi", worker_pid=1)) == []
+    found = c.observe(close(103))
+    assert [(r.incident, r.cause, r.upstream) for r in found] == [
+        ("upstream_premature_close", "worker_harakiri", "uwsgi://127.0.0.1:3031")]
+    assert c.observe(close(200)) == []
+    assert c.observe(ev(204, "worker_died", "uwsgi", worker_pid=2, signal=11))[0].cause == \
+        "worker_crashed"
+    assert c.counts == {("upstream_premature_close", "worker_harakiri"): 1,
+                        ("upstream_premature_close", "worker_crashed"): 1}
+
+
+def test_outside_the_window_stays_two_unrelated_counts() -> None:
+    c = Correlator(window=5)
+    c.observe(ev(100, "worker_harakiri", "uwsgi", worker_pid=1))
+    assert c.observe(close(106)) == []
+    assert c.observe(close(50)) == []  # late and out of order, still too far
+    assert c.counts == {} and c.backend == {"worker_harakiri": 1}
+
+
+def test_one_backend_event_explains_one_symptom() -> None:
+    c = Correlator()
+    c.observe(close(10))
+    c.observe(close(11))
+    assert len(c.observe(ev(12, "worker_died", "uwsgi", worker_pid=3, signal=9))) == 1
+    assert c.counts == {("upstream_premature_close", "worker_oom_killed"): 1}
+
+
+def test_upstream_scheme_and_peer_must_fit() -> None:
+    c = Correlator()
+    c.observe(close(10, UWSGI_UP))
+    # gunicorn cannot be behind uwsgi://, a too-big uwsgi packet not behind http://
+    assert c.observe(ev(11, "worker_timeout", "gunicorn", worker_pid=4)) == []
+    assert c.observe(close(12, HTTP_UP))[0].cause == "gunicorn_worker_timeout"
+    c.observe(close(20, HTTP_UP))
+    assert c.observe(ev(21, "request_block_too_big", "uwsgi")) == []
+    assert c.observe(ev(22, "protocol_mismatch", "uwsgi"))[0].cause == "protocol_mismatch"
+    # a backend that names its peer only explains that upstream
+    c.observe(close(30, {"upstream": "uwsgi://10.0.0.9:3031"}))
+    assert c.observe(Event(31, "worker_harakiri", "uwsgi", {"worker_pid": 8},
+                           peer="127.0.0.1:3031")) == []
+    assert c.observe(close(32))[0].cause == "worker_harakiri"
+    # nginx cut the line before its upstream field: time alone
+    c.observe(Event(40, "upstream_reset", "nginx", {}))
+    assert c.observe(ev(41, "worker_died", "uwsgi", worker_pid=9, signal=9))[0].cause == \
+        "worker_oom_killed"
+
+
+def test_death_after_a_kill_is_the_same_event_not_an_oom() -> None:
+    c = Correlator()
+    c.observe(ev(10, "worker_harakiri", "uwsgi", worker_pid=7))
+    c.observe(ev(10, "worker_harakiri", "uwsgi", worker_pid=7))  # try: 2
+    assert c.observe(ev(11, "worker_died", "uwsgi", worker_pid=7, signal=9)) == []
+    c.observe(ev(12, "worker_timeout", "gunicorn", worker_pid=7))
+    assert c.observe(ev(13, "worker_killed", "gunicorn", worker_pid=7)) == []
+    assert c.backend == {"worker_harakiri": 1, "gunicorn_worker_timeout": 1}
+    # a new death of the same (reused) pid counts again
+    c.observe(ev(100, "worker_died", "uwsgi", worker_pid=7, signal=9))
+    assert c.backend["worker_oom_killed"] == 1
+
+
+def test_undated_backend_lines_match_by_order() -> None:
+    c = Correlator(window=5, keep_unexplained=100)
+    for t in (10, 100, 200):
+        c.observe(close(t))
+    first = c.observe(ev(None, "worker_harakiri", "uwsgi", worker_pid=1))
+    assert [r.time for r in first] == [10]
+    assert [r.time for r in c.observe(ev(None, "worker_harakiri", "uwsgi", worker_pid=2))] == [100]
+    assert c.counts == {("upstream_premature_close", "worker_harakiri"): 2}
+
+
+def test_memory_is_bounded() -> None:
+    c = Correlator(max_pending=10)
+    for t in range(1000):
+        c.observe(close(t / 1000))
+    assert len(c._symptoms) == 10
+    for pid in range(10000):
+        c.observe(ev(2000 + pid, "worker_harakiri", "uwsgi", worker_pid=pid))
+    assert len(c._killed) <= 4096
+    assert set(c.backend) <= set(CAUSES)
+
+
+NGINX_CLOSE = (b'2024/05/02 10:00:01 [error] 9#9: *1 upstream prematurely closed connection while '
+               b'reading response header from upstream, client: 10.0.0.1, server: x, request: '
+               b'"GET /slow HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031", host: "x"')
+HARAKIRI = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 1) ***"
+
+
+def test_daemon_hook_on_real_lines() -> None:
+    hook, causes = LineCorrelator(), {}
+    for line in (HARAKIRI, NGINX_CLOSE, b"not an incident"):
+        m = CLASSIFIER.match(line)
+        if m is not None and m.lastindex is not None:
+            slot = CLASSIFIER.slots[m.lastindex]
+            hit = slot.resolve(line)
+            assert hit is not None
+            hook.observe(hit.incident.key, slot, line, time.time(), causes)
+    assert causes == {("upstream_premature_close", "worker_harakiri"): 1}
+
+
+def test_daemon_counters_with_the_hook() -> None:
+    """The daemon's Counters take LineCorrelator as their ``correlator``."""
+    nginx, uwsgi = LogSpec("/n.log", "nginx", "nginx"), LogSpec("/u.log", "uwsgi", "uwsgi")
+    counters = Counters(CLASSIFIER.catalog, [nginx, uwsgi], incidents_buffer=10, redact=True,
+                        correlator=LineCorrelator())
+    # an undated uWSGI line: stamped with its arrival, next to nginx's own (dated) line
+    now = time.strftime("%Y/%m/%d %H:%M:%S").encode()
+    counters.feed(nginx, nginx.path, [now + NGINX_CLOSE[19:]])
+    counters.feed(uwsgi, uwsgi.path, [HARAKIRI.split(b" - ", 1)[1]])
+    assert counters.numbers().root_causes[("upstream_premature_close", "worker_harakiri")] == 1
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+def scan_dir(tmp: Path, logs: dict[str, bytes], *, fmt: str = "json") -> Any:
+    for name, raw in logs.items():
+        (tmp / name).write_bytes(raw)
+    out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", fmt, str(tmp)],
+                         capture_output=True, timeout=60, check=True)
+    return json.loads(out.stdout) if fmt == "json" else out.stdout.decode()
+
+
+def logs_of(cap: Capture) -> dict[str, bytes]:
+    """The backend's log and nginx's error log of one scenario."""
+    return {cap.log_name: cap.raw, "nginx-error.log": cap.extra["nginx-error.log"]}
+
+
+@pytest.mark.servers
+def test_scan_names_harakiri_not_two_counts(tmp_path: Path) -> None:
+    """Without log-date uWSGI still stamps its HARAKIRI lines; the worker's death after
+    it is undated and the same event (same pid), not a second cause."""
+    cap = uwsgi_worker_harakiri()
+    summary = scan_dir(tmp_path, logs_of(cap))
+    assert summary["counts"]["upstream_premature_close"]["nginx"] == 1
+    assert summary["counts"]["worker_harakiri"]["uwsgi"] == 1
+    assert summary["root_causes"] == {"upstream_premature_close": {"worker_harakiri": 1}}
+    fix = summary["remediation"]["upstream_premature_close"]["nginx"]
+    assert "worker_harakiri" in fix and "harakiri = " in fix and "uwsgi_read_timeout" in fix
+    # the worker's death right after its harakiri is no OOM kill
+    assert "OOM" not in summary["remediation"]["worker_died"]["uwsgi"]
+    text = scan_dir(tmp_path, {}, fmt="text")
+    assert "root cause: worker_harakiri x1" in text
+
+
+@pytest.mark.servers
+def test_scan_dated_uwsgi_log_pairs_by_time(tmp_path: Path) -> None:
+    """With log-date both logs carry times; a third, unrelated nginx close an hour later
+    stays unexplained."""
+    work = make_workdir()
+    try:
+        uw = Uwsgi(work, {"harakiri": 1, "log-date": True})
+        assert uw.port is not None
+        nginx = Nginx(work, pass_block("uwsgi", uw.port))
+        with uw, nginx:
+            assert status_of(http_request(nginx.port, "/sleep?s=3")) == 502
+            wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
+            wait_for_line(nginx.log_path, "prematurely closed", 3)
+        error_log = nginx.log_path.read_bytes()
+        uwsgi_log = uw.log_path.read_bytes()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    late = NGINX_CLOSE.replace(b"2024/05/02 10:00:01", time.strftime(
+        "%Y/%m/%d %H:%M:%S", time.localtime(time.time() + 3600)).encode())
+    summary = scan_dir(tmp_path, {"error.log": error_log + late + b"\n",
+                                  "uwsgi.log": uwsgi_log})
+    assert summary["counts"]["upstream_premature_close"]["nginx"] == 2
+    assert summary["root_causes"] == {"upstream_premature_close": {"worker_harakiri": 1}}
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(("scenario", "symptom", "cause"), [
+    (lambda: uwsgi_worker_died(9), "upstream_premature_close", "worker_oom_killed"),
+    (lambda: uwsgi_worker_died(11), "upstream_premature_close", "worker_crashed"),
+    (lambda: uwsgi_request_block_too_big("header"), "upstream_reset", "request_block_too_big"),
+    (lambda: uwsgi_protocol_mismatch("nginx_proxy_pass"), "upstream_premature_close",
+     "protocol_mismatch"),
+    (lambda: gunicorn_worker_killed("self"), "upstream_premature_close",
+     "gunicorn_worker_killed"),
+], ids=["oom", "crash", "block", "mismatch", "gunicorn_killed"])
+def test_scan_root_cause_per_backend_event(tmp_path: Path, scenario: Any, symptom: str,
+                                           cause: str) -> None:
+    summary = scan_dir(tmp_path, logs_of(scenario()))
+    assert summary["root_causes"] == {symptom: {cause: 1}}
+    assert cause in summary["remediation"][symptom]["nginx"]
