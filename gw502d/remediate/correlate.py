@@ -30,6 +30,7 @@ oldest compatible nginx symptom no dated event explained (``keep_unexplained``).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import deque
 from collections.abc import Mapping
@@ -78,6 +79,10 @@ _TIME_FORMATS = {
 }
 _KILLED_CAP = 4096  # recently killed workers remembered (pids), oldest forgotten first
 _UPSTREAMS_CAP = 16  # distinct nginx upstreams remembered per cause
+# Pending events looked at per new event, oldest first: within the window the first
+# compatible one pairs; past this many, queues full of events that cannot pair (other
+# upstreams, a clock apart) would make every event cost a scan of all of them.
+_SCAN = 32
 _SPACES = re.compile(r"\s+")
 # The pairing's own regex of each slot, by the slot's full regex's identity (hashing a
 # compiled pattern hashes its whole program)
@@ -200,7 +205,7 @@ class Correlator:
         waiting = _Waiting(event.time if event.time is not None else self._now, event,
                            upstream=_upstream(upstream) if upstream else None)
         self._advance(waiting.time)
-        for cause in self._causes:
+        for cause in itertools.islice(self._causes, _SCAN):
             if _near(waiting, cause, self.window) and _fits(waiting, cause):
                 self._causes.remove(cause)
                 return [self._pair(waiting, cause)]
@@ -216,7 +221,7 @@ class Correlator:
                         return [self._pair(symptom, cause)]
             return []
         self._advance(cause.time)
-        for symptom in self._symptoms:
+        for symptom in itertools.islice(self._symptoms, _SCAN):
             if _near(symptom, cause, self.window) and _fits(symptom, cause):
                 self._symptoms.remove(symptom)
                 return [self._pair(symptom, cause)]
@@ -271,12 +276,14 @@ def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
     return up.family in CAUSES[cause.cause] and (peer is None or peer == up.peer)
 
 
-def to_event(key: tuple[str, str], slot: Slot, line: bytes, when: float | None) -> Event | None:
+def to_event(key: tuple[str, str], slot: Slot, line: bytes, when: float | None, *,
+             arrival: bool = False) -> Event | None:
     """The :class:`Event` of an incident line the correlation needs, else None (cheap).
 
     Its time is the line's own; *when* (the daemon's arrival time) stands in for lines
-    without one. Only the facts the pairing reads are matched and converted: the slot's
-    templates compiled again capturing just those (once per slot, cached).
+    without one, or for every line with *arrival*. Only the facts the pairing reads are
+    matched and converted: the slot's templates compiled again capturing just those (once
+    per slot, cached).
     """
     if key not in WATCHED:
         return None
@@ -292,7 +299,7 @@ def to_event(key: tuple[str, str], slot: Slot, line: bytes, when: float | None) 
                 facts[name] = convert(decode(raw))
             except (KeyError, ValueError):
                 facts[name] = decode(raw)
-    stamped = line_time(key[1], facts)
+    stamped = None if arrival else line_time(key[1], facts)
     facts.pop("time", None)
     return Event(when if stamped is None else stamped, key[0], key[1], facts)
 
@@ -331,7 +338,9 @@ class LineCorrelator:
 
     def observe(self, key: tuple[str, str], slot: Slot, line: bytes, when: float,
                 causes: dict[tuple[str, str], int]) -> None:
-        event = to_event(key, slot, line, when)
+        # The daemon reads lines as they are written: their arrival is a clock all logs
+        # share, whatever their own time zone, format, or lack of a time.
+        event = to_event(key, slot, line, when, arrival=True)
         if event is None:
             return
         for found in self.correlator.observe(event):
