@@ -153,22 +153,27 @@ def _keep_order(family: str, backends: Sequence[str]) -> Advice:
         nginx=conf, uwsgi=limits.get("uwsgi", {}), gunicorn=limits.get("gunicorn", {}))
 
 
-def _harakiri(up: Upstream | None) -> Advice:
-    family = up.family if up and up.family else "uwsgi"
+def _killed_by_limit(up: Upstream | None, backend: str, default: str, *, what: str, fix: str,
+                     cause: str) -> Advice:
+    """The backend's own time limit killed the worker: nginx's timeout is not the lever."""
+    family = up.family if up and up.family else default
     return _prefixed(
-        _keep_order(family, ("uwsgi",)),
-        f"uWSGI's harakiri killed the worker mid-request, so raising {family}_read_timeout "
-        "alone changes nothing. Fix the slow requests, or raise harakiri above the slowest "
-        "legitimate one and ", "worker_harakiri")
+        _keep_order(family, (backend,)),
+        f"{what}, so raising {family}_read_timeout alone changes nothing. {fix} and ", cause)
+
+
+def _harakiri(up: Upstream | None) -> Advice:
+    return _killed_by_limit(
+        up, "uwsgi", "uwsgi", what="uWSGI's harakiri killed the worker mid-request",
+        fix="Fix the slow requests, or raise harakiri above the slowest legitimate one",
+        cause="worker_harakiri")
 
 
 def _gunicorn_timeout(up: Upstream | None) -> Advice:
-    family = up.family if up and up.family else "proxy"
-    return _prefixed(
-        _keep_order(family, ("gunicorn",)),
-        f"gunicorn killed the worker after its timeout, so raising {family}_read_timeout "
-        "alone changes nothing. Fix the slow view (or use gthread/async workers), or raise "
-        "timeout above the slowest legitimate request and ", "gunicorn_worker_timeout")
+    return _killed_by_limit(
+        up, "gunicorn", "proxy", what="gunicorn killed the worker after its timeout",
+        fix="Fix the slow view (or use gthread/async workers), or raise timeout above the "
+        "slowest legitimate request", cause="gunicorn_worker_timeout")
 
 
 def _oom_killed() -> Advice:
