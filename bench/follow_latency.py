@@ -27,7 +27,8 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gw502d.source.follower import Follower, LogSpec  # noqa: E402
+from gw502d.source.follower import Follower  # noqa: E402
+from gw502d.source.spec import LogSpec  # noqa: E402
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 

@@ -7,7 +7,12 @@ from hypothesis import strategies as st
 
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
-from gw502d.classify.predicates import METHOD_BY_BLOCK_SIZE
+from gw502d.classify.predicates import (
+    METHOD_BY_BLOCK_SIZE,
+    PREDICATES,
+    VALUES,
+    block_size_spells_method,
+)
 from gw502d.classify.tally import Tally
 
 CLASSIFIER = Classifier(load_catalog())
@@ -76,6 +81,21 @@ def test_block_size_spelling_a_method_is_a_protocol_mismatch():
     assert METHOD_BY_BLOCK_SIZE[21573] == "GET"
     too_big = b"invalid request block size: 4363 (max 4096)...skip"
     assert incident(too_big) == "request_block_too_big"
+
+
+@given(st.integers(min_value=0, max_value=1 << 20), st.integers(min_value=0, max_value=3))
+def test_the_regex_decides_the_predicate_as_the_predicate_would(size, zeros):
+    """The block sizes compiled into the hot regex are exactly those the predicate holds
+    for, whatever digits the number is written with; every predicate has its values."""
+    assert VALUES.keys() == PREDICATES.keys()
+    line = b"invalid request block size: %s%d (max 4096)...skip" % (b"0" * zeros, size)
+    hit = CLASSIFIER.classify(line)
+    assert hit is not None
+    spelled = block_size_spells_method({"block_size": size})
+    assert hit.incident.id == ("protocol_mismatch" if spelled else "request_block_too_big")
+    tally = Tally(CLASSIFIER)
+    tally.feed([line])
+    assert tally.count(hit.incident.id, "uwsgi") == 1
 
 
 def test_companion_lines_are_not_counted_as_incidents():

@@ -20,7 +20,7 @@ from gw502d.daemon.config import (
     read_config_file,
 )
 from gw502d.daemon.service import load
-from gw502d.source.follower import LogSpec
+from gw502d.source.spec import LogSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "gw502d.toml.example"

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from gw502d.classify.catalog import load_catalog
-from gw502d.classify.matcher import Slot
-from gw502d.classify.tally import Key
+from gw502d.classify.tally import Key, Runs
 from gw502d.daemon.config import Listen
 from gw502d.daemon.counters import CauseKey, Counters
 from gw502d.daemon.logging import RepeatLimiter
@@ -34,7 +33,8 @@ from gw502d.daemon.notify import watchdog_interval
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.http import Exporter, Site
 from gw502d.export.webconfig import load_web_config
-from gw502d.source.follower import LogSpec, LogStats
+from gw502d.source.follower import LogStats
+from gw502d.source.spec import LogSpec
 
 CATALOG = load_catalog()
 NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")
@@ -94,10 +94,11 @@ def test_snapshot_restores_into_a_new_process() -> None:
         watched = frozenset({("upstream_timeout", "nginx")})
         correlator = None
 
-        def observe(self, key: Key, slot: Slot, line: bytes, when: float,
+        def observe(self, keys: Sequence[Key], runs: Runs, when: float,
                     causes: dict[CauseKey, int]) -> None:
-            if key == ("upstream_timeout", "nginx"):
-                causes[("upstream_timeout", "worker_harakiri")] += 1
+            for k, _, matches in runs:
+                if keys[k] == ("upstream_timeout", "nginx"):
+                    causes[("upstream_timeout", "worker_harakiri")] += len(matches)
 
     c = counters(correlator=Harakiri())
     c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")] * 2)

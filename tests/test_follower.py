@@ -33,7 +33,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gw502d.source.follower import Follower, LogSpec, LogStats
+from gw502d.source.follower import Follower, LogStats
+from gw502d.source.spec import LogSpec
 from gw502d.source.state import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,11 @@ import pytest
 
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
+from gw502d.classify.tally import Tally
 from gw502d.daemon.counters import Counters
 from gw502d.remediate import Correlator, Event, LineCorrelator
-from gw502d.remediate.correlate import CAUSES, line_time
-from gw502d.source.follower import LogSpec
+from gw502d.remediate.correlate import CAUSES, WATCHED, Timeline, line_time
+from gw502d.source.spec import LogSpec
 from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
 from tests.servers.provoke import (
     Capture,
@@ -148,14 +149,36 @@ HARAKIRI = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 
 
 def test_daemon_hook_on_real_lines() -> None:
     hook, causes = LineCorrelator(), {}
-    for line in (HARAKIRI, NGINX_CLOSE, b"not an incident"):
-        m = CLASSIFIER.match(line)
-        if m is not None and m.lastindex is not None:
-            slot = CLASSIFIER.slots[m.lastindex]
-            hit = slot.resolve(line)
-            assert hit is not None
-            hook.observe(hit.incident.key, slot, line, time.time(), causes)
+    keys = CLASSIFIER.catalog.keys
+    tally = Tally(CLASSIFIER, lambda runs: hook.observe(keys, runs, time.time(), causes),
+                  watch=hook.watched)
+    tally.feed([HARAKIRI, NGINX_CLOSE, b"not an incident"])
     assert causes == {("upstream_premature_close", "worker_harakiri"): 1}
+
+
+def test_a_block_of_identical_events_pairs_as_many() -> None:
+    """The hits of one block become one event per distinct (time, facts), with a count."""
+    timeline = Timeline()
+    tally = Tally(CLASSIFIER, timeline.hook(CLASSIFIER.catalog.keys), watch=WATCHED)
+    died = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
+    tally.feed([NGINX_CLOSE] * 5 + [died, b"invalid request block size: 4363 (max 4096)...skip"])
+    events = timeline._dated + [(None, None, None, e) for e in timeline._undated]
+    assert sorted((e.incident, e.n) for *_, e in events) == [
+        ("request_block_too_big", 1), ("upstream_premature_close", 5), ("worker_died", 1)]
+    c = timeline.correlate()
+    assert c.counts == {("upstream_premature_close", "worker_oom_killed"): 1,
+                        ("upstream_premature_close", "request_block_too_big"): 1}
+
+
+def test_a_kill_and_its_death_in_one_block_count_once() -> None:
+    """Within a block hits are grouped by slot, not line order: the kill still goes first."""
+    hook, causes = LineCorrelator(), {}
+    keys = CLASSIFIER.catalog.keys
+    tally = Tally(CLASSIFIER, lambda runs: hook.observe(keys, runs, 100.0, causes),
+                  watch=hook.watched)
+    died = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
+    tally.feed([died, HARAKIRI])
+    assert hook.correlator.backend == {"worker_harakiri": 1}
 
 
 def test_daemon_counters_with_the_hook() -> None:

@@ -22,16 +22,29 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from operator import methodcaller
 from typing import Any
 
 from gw502d.classify.catalog import Catalog, Family, Incident
-from gw502d.classify.predicates import NEEDS, PREDICATES
+from gw502d.classify.predicates import PREDICATES, VALUES
 from gw502d.classify.template import Compiled, Converter
 from gw502d.parse import FAMILIES
+from gw502d.parse.record import convert
 from gw502d.parse.record import facts as group_facts
 
 Captures = tuple[tuple[str, Converter], ...]
 RawKey = tuple[bytes | None, ...]
+Reader = Callable[[re.Match[bytes]], RawKey]
+
+
+def reader(groups: tuple[int, ...]) -> Reader:
+    """A function reading *groups* of a match as a tuple of raw bytes (cheap, hashable)."""
+    if not groups:
+        return lambda m: ()
+    if len(groups) == 1:
+        (g,) = groups
+        return lambda m: (m.group(g),)
+    return methodcaller("group", *groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,71 +58,45 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One message variant inside the combined regex and the entries it can mean.
+    """One message variant inside the combined regex and the entry it means.
 
-    ``candidates`` share the same template; entries with a ``when`` predicate come first,
-    an entry without one is the fallback. ``hot`` are the facts the hot regex captures,
-    starting at group ``first``; ``full`` captures every fact of the line.
+    Entries that share a template get a variant each: one with a ``when`` predicate matches
+    only the values it holds for (compiled into the regex, tried first), the entry without
+    one the rest. ``hot`` are the facts the hot regex captures, in groups ``hot_groups``;
+    ``full`` captures every fact of the line.
     """
 
     group: int
     family: Family
-    candidates: tuple[Incident, ...]
+    incident: Incident
     hot: Captures
-    first: int
+    hot_groups: tuple[int, ...]
     full: re.Pattern[bytes]
     full_captures: tuple[tuple[Captures, int], ...]
     message: Compiled
 
-    @property
-    def fixed(self) -> Incident | None:
-        """The entry when it needs no predicate (the common, fast case)."""
-        first = self.candidates[0]
-        return first if first.when is None else None
-
-    def raw_key(self) -> Callable[[re.Match[bytes]], RawKey]:
+    def raw_key(self) -> Reader:
         """A function reading the hot facts of a match as raw bytes (cheap, hashable)."""
-        groups = tuple(range(self.first, self.first + len(self.hot)))
-        if not groups:
-            return lambda m: ()
-        if len(groups) == 1:
-            (g,) = groups
-            return lambda m: (m.group(g),)
-        return lambda m: m.group(*groups)
+        return reader(self.hot_groups)
 
     def hot_facts(self, raw: RawKey) -> dict[str, Any]:
-        """Convert a raw key back into named facts."""
-        out: dict[str, Any] = {}
-        for (name, convert), value in zip(self.hot, raw, strict=True):
-            if value is not None:
-                text = value.decode("utf-8", "backslashreplace")
-                try:
-                    out[name] = convert(text)
-                except (KeyError, ValueError):
-                    out[name] = text
-        return out
+        """Convert a raw key back into named facts (with the predicate's, if any)."""
+        return self.add_predicate_facts(convert(self.hot, raw))
 
-    def pick(self, facts: dict[str, Any]) -> Incident | None:
-        """The candidate whose condition holds; adds the predicate's facts to *facts*."""
-        for incident in self.candidates:
-            if incident.when is None:
-                return incident
-            extra = PREDICATES[incident.when](facts)
-            if extra is not None:
-                facts.update(extra)
-                return incident
-        return None
+    def add_predicate_facts(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """*facts* plus what the entry's predicate adds (``method`` for a block size)."""
+        if self.incident.when is not None:
+            facts.update(PREDICATES[self.incident.when](facts) or {})
+        return facts
 
-    def resolve(self, line: bytes) -> Hit | None:
-        """Every fact of *line* (prefix, message, context) and the entry it is."""
+    def resolve(self, line: bytes) -> Hit:
+        """Every fact of *line* (prefix, message, context)."""
         m = self.full.match(line)
-        if m is None:  # pragma: no cover - the hot regex matched the same text
-            return None
         found: dict[str, Any] = {}
-        for captures, first in self.full_captures:
-            found.update(group_facts(m, captures, first))
-        incident = self.pick(found)
-        return None if incident is None else Hit(incident, found, line)
+        if m is not None:  # always: the hot regex matched the same text
+            for captures, first in self.full_captures:
+                found.update(group_facts(m, captures, first))
+        return Hit(self.incident, self.add_predicate_facts(found), line)
 
 
 def _factor(items: list[tuple[str, str]]) -> list[str]:
@@ -160,8 +147,8 @@ class Classifier:
         index = self.pattern.groupindex
         self.slots: dict[int, Slot] = {}
         for tag, slot in self._pending:
-            first = index[f"{tag}_{slot.hot[0][0]}"] if slot.hot else 0
-            self.slots[index[tag]] = replace(slot, group=index[tag], first=first)
+            groups = tuple(index[f"{tag}_{name}"] for name, _ in slot.hot)
+            self.slots[index[tag]] = replace(slot, group=index[tag], hot_groups=groups)
 
     def _family(self, fam: Family) -> str:
         variants: dict[str, tuple[Compiled, list[Incident]]] = {}
@@ -170,24 +157,29 @@ class Classifier:
                 variants.setdefault(message.regex, (message, []))[1].append(incident)
         if not variants:
             return ""
-        alternatives = [self._slot(fam, tuple(incidents), message)
-                        for message, incidents in variants.values()]
+        alternatives = []
+        for message, incidents in variants.values():
+            # entries with a predicate first (they match only where it holds), then the
+            # first without one; a later one with the same template could never match
+            chosen = [i for i in incidents if i.when is not None]
+            chosen += [i for i in incidents if i.when is None][:1]
+            alternatives += [self._slot(fam, i, message) for i in chosen]
         return f"{fam.prefix.keeping(()).regex}(?:{'|'.join(_factor(alternatives))})"
 
-    def _slot(self, fam: Family, incidents: tuple[Incident, ...],
-              message: Compiled) -> tuple[str, str]:
+    def _slot(self, fam: Family, incident: Incident, message: Compiled) -> tuple[str, str]:
         """Register the slot for one variant; return its hot regex as (lead, rest).
 
         Groups are named after the slot (``s3_upstream``, marker ``s3``): factoring reorders
         the alternatives, so their numbers are only known once the whole regex is built.
         """
-        wanted: set[str] = set()
-        for incident in incidents:
-            wanted.update(incident.evidence)
-            if incident.when is not None:
-                wanted.update(NEEDS[incident.when])
+        wanted = set(incident.evidence)
+        only = None
+        if incident.when is not None:
+            fact, values = VALUES[incident.when]
+            wanted.add(fact)
+            only = {fact: f"0*+(?:{'|'.join(map(str, sorted(values, reverse=True)))})"}
         tag = f"s{len(self._pending)}"
-        hot_message = message.keeping(wanted, tag)
+        hot_message = message.keeping(wanted, tag, only)
         body, hot = hot_message.tail, hot_message.captures
         if fam.evidence_context is not None:
             # nginx's upstream field: optional, so a line cut at 2048 bytes still counts
@@ -203,9 +195,7 @@ class Classifier:
                 full_caps.append((part.captures, n))
                 n += len(part.captures)
         self._pending.append((tag, Slot(
-            group=0, family=fam,
-            candidates=tuple(sorted(incidents, key=lambda i: i.when is None)),
-            hot=hot, first=0,
+            group=0, family=fam, incident=incident, hot=hot, hot_groups=(),
             full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
             message=message,
         )))
@@ -214,6 +204,4 @@ class Classifier:
     def classify(self, line: bytes) -> Hit | None:
         """Classify one line (bytes, without its newline) with all its facts."""
         m = self.match(line)
-        if m is None or m.lastindex is None:
-            return None
-        return self.slots[m.lastindex].resolve(line)
+        return None if m is None or m.lastindex is None else self.slots[m.lastindex].resolve(line)

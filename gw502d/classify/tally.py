@@ -1,16 +1,22 @@
 """Tally: what the classifier found, kept as plain ints and bounded evidence.
 
-The per-line path is ``filter(None, map(match, lines))`` in C; each hit calls a closure
-built once per slot that adds 1 to a list element and, when the remediation needs facts,
-counts the raw bytes of those few groups in a small dict. Exporters and reports read
-these numbers when asked (a scrape, the end of a scan); nothing here locks or logs.
+The per-line path is ``filter(None, map(match, lines))`` in C. The hits of a block are
+then sorted by slot (``m.lastindex``) and each slot's run goes to a handler built once per
+slot, runs in the order of their last hits (so the last line kept is the block's last):
+it adds the run's length to a list element and, when the remediation needs facts, counts
+the raw bytes of those few groups with a ``Counter`` (also in C). Python work is per slot
+and block, not per line. Exporters and reports read these numbers when asked (a scrape,
+the end of a scan); nothing here locks or logs.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from gw502d.classify.catalog import Incident
@@ -22,9 +28,12 @@ EVIDENCE_CAP = 256
 OTHER: RawKey = (b"\x00other",)
 
 Key = tuple[str, str]
-OnHit = Callable[[int, Slot, re.Match[bytes]], None]
 Matches = list[re.Match[bytes]]
+# (incident index, slot, that slot's hits of that incident in line order), per block
+Runs = list[tuple[int, Slot, Matches]]
+OnWatched = Callable[[Runs], None]
 OnBlock = Callable[["Tally", Matches], None]
+_SLOT = attrgetter("lastindex")
 
 
 @dataclass(slots=True)
@@ -40,14 +49,12 @@ class Evidence:
         for raw, n in sorted(self.counts.items(), key=lambda kv: -kv[1]):
             if raw == OTHER:
                 continue
-            found = self.slot.hot_facts(raw)
-            self.slot.pick(found)
-            out.append((found, n))
+            out.append((self.slot.hot_facts(raw), n))
         return out
 
 
 def _watched(slot: Slot, watch: Container[Key] | None) -> bool:
-    return watch is None or any(i.key in watch for i in slot.candidates)
+    return watch is None or slot.incident.key in watch
 
 
 class Tally:
@@ -61,7 +68,7 @@ class Tally:
     1
     """
 
-    def __init__(self, classifier: Classifier, on_hit: OnHit | None = None, *,
+    def __init__(self, classifier: Classifier, on_watched: OnWatched | None = None, *,
                  watch: Container[Key] | None = None,
                  on_block: OnBlock | None = None) -> None:
         self.classifier = classifier
@@ -76,120 +83,90 @@ class Tally:
         self.evidence: list[dict[RawKey, int]] = [{} for _ in range(n)]
         self.evidence_slot: list[Slot | None] = [None] * n
         self._index = {k: i for i, k in enumerate(self.keys)}
-        self._handlers: dict[int, Callable[[re.Match[bytes]], None]] = {
-            group: self._handler(slot, on_hit if _watched(slot, watch) else None)
+        self._runs: Runs = []
+        self._block: Matches = []  # the hits of the batch being counted, in line order
+        self._new: dict[int, int] = {}  # incidents first seen in it: their first hit's index
+        self._handlers: dict[int, Callable[[Matches], None]] = {
+            group: self._handler(slot, on_watched is not None and _watched(slot, watch))
             for group, slot in classifier.slots.items()
         }
+        self._on_watched = on_watched
         self._on_block = on_block
 
-    def _handler(self, slot: Slot, on_hit: OnHit | None) -> Callable[[re.Match[bytes]], None]:
-        """Specialise the per-hit work for one slot (decided once, not per line)."""
-        fixed = slot.fixed
-        if fixed is not None and fixed.companion:
-            j = self.companion_keys.index(fixed.key)
+    def _handler(self, slot: Slot, watched: bool) -> Callable[[Matches], None]:
+        """Specialise the work on one slot's hits (decided once, not per block)."""
+        incident = slot.incident
+        if incident.companion:
+            j = self.companion_keys.index(incident.key)
             companions = self.companions
 
-            def companion(m: re.Match[bytes]) -> None:
-                companions[j] += 1
+            def companion(ms: Matches) -> None:
+                companions[j] += len(ms)
 
             return companion
-        counts, first, last = self.counts, self.first_line, self.last_line
-        raw_key = slot.raw_key()
-        index = self._index
-        evidence, evidence_slot = self.evidence, self.evidence_slot
+        read = slot.raw_key()
+        k = self._index[incident.key]
 
-        def first_hit(k: int, m: re.Match[bytes]) -> None:
-            first[k] = m.string
-            evidence_slot[k] = slot
+        def hits(ms: Matches) -> None:
+            self._count(k, slot, ms)
+            if slot.hot:
+                self._note(k, Counter(map(read, ms)))
+            if watched:
+                self._runs.append((k, slot, ms))
 
-        def note(k: int, raw: RawKey) -> None:
-            seen = evidence[k]
+        return hits
+
+    def _count(self, k: int, slot: Slot, ms: Matches) -> None:
+        before = self.counts[k]
+        self.counts[k] = before + len(ms)
+        self.last_line[k] = ms[-1].string  # runs come in the order of their last hits
+        if not before or k in self._new:  # first seen in this block: the earliest run wins
+            at = self._block.index(ms[0])
+            if at < self._new.get(k, at + 1):
+                self._new[k] = at
+                self.first_line[k] = ms[0].string
+                self.evidence_slot[k] = slot
+
+    def _note(self, k: int, found: Counter[RawKey]) -> None:
+        seen = self.evidence[k]
+        for raw, n in found.items():
             if raw in seen:
-                seen[raw] += 1
+                seen[raw] += n
             elif len(seen) < EVIDENCE_CAP:
-                seen[raw] = 1
+                seen[raw] = n
             else:
-                seen[OTHER] = seen.get(OTHER, 0) + 1
-
-        if fixed is not None:
-            k = index[fixed.key]
-            seen = evidence[k]
-            groups = tuple(range(slot.first, slot.first + len(slot.hot)))
-            # The storm path: one closure per slot shape, everything inline.
-            if not groups and on_hit is None:
-                def plain(m: re.Match[bytes]) -> None:
-                    n = counts[k] = counts[k] + 1
-                    last[k] = m.string
-                    if n == 1:
-                        first_hit(k, m)
-
-                return plain
-            if len(groups) == 1 and on_hit is None:
-                (g,) = groups
-
-                def one_fact(m: re.Match[bytes]) -> None:
-                    n = counts[k] = counts[k] + 1
-                    last[k] = m.string
-                    if n == 1:
-                        first_hit(k, m)
-                    raw = (m.group(g),)
-                    if raw in seen:
-                        seen[raw] += 1
-                    else:
-                        note(k, raw)
-
-                return one_fact
-
-            def fixed_hit(m: re.Match[bytes]) -> None:
-                n = counts[k] = counts[k] + 1
-                last[k] = m.string
-                if n == 1:
-                    first_hit(k, m)
-                if groups:
-                    raw = raw_key(m)
-                    if raw in seen:
-                        seen[raw] += 1
-                    else:
-                        note(k, raw)
-                if on_hit is not None:
-                    on_hit(k, slot, m)
-
-            return fixed_hit
-
-        def chosen(m: re.Match[bytes]) -> None:
-            raw = raw_key(m)
-            incident = slot.pick(slot.hot_facts(raw))
-            if incident is None:
-                return
-            k = index[incident.key]
-            n = counts[k] = counts[k] + 1
-            last[k] = m.string
-            if n == 1:
-                first_hit(k, m)
-            note(k, raw)
-            if on_hit is not None:
-                on_hit(k, slot, m)
-
-        return chosen
+                seen[OTHER] = seen.get(OTHER, 0) + n
 
     def feed(self, lines: list[bytes]) -> int:
         """Classify and count a batch of complete lines; return the number of hits.
 
-        ``on_hit`` runs for each hit of a watched incident; ``on_block`` once with the tally
-        and all the hits of the batch (companion lines included), for work done per block.
+        Per batch with hits: ``on_watched`` with the runs of the watched incidents, then
+        ``on_block`` with the tally and all the hits in line order (companion lines
+        included), for work done per block.
         """
-        handlers = self._handlers
-        if self._on_block is None:
-            hits = 0
-            for m in filter(None, map(self.classifier.match, lines)):
-                handlers[m.lastindex](m)  # type: ignore[index]
-                hits += 1
-            return hits
         matches = list(filter(None, map(self.classifier.match, lines)))
-        for m in matches:
-            handlers[m.lastindex](m)  # type: ignore[index]
-        self._on_block(self, matches)
+        if matches:
+            self._block, self._new = matches, {}
+            runs = {group: list(same)
+                    for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
+            if len(runs) > 1:
+                latest = list(map(_SLOT, reversed(matches)))
+                order = sorted(runs, key=latest.index, reverse=True)
+            else:
+                order = list(runs)
+            handlers = self._handlers
+            for group in order:
+                handlers[group](runs[group])
+            self._flush()
+            if self._on_block is not None:
+                self._on_block(self, matches)
         return len(matches)
+
+    def _flush(self) -> None:
+        """Hand the watched runs of the batch to ``on_watched``."""
+        if self._runs and self._on_watched is not None:
+            runs, self._runs = self._runs, []
+            self._on_watched(runs)
 
     def hits(self, lines: list[bytes]) -> Iterator[tuple[int, Hit]]:
         """Count like :meth:`feed` and yield (index in *lines*, full hit) for each one."""
@@ -198,10 +175,10 @@ class Tally:
             m = match(line)
             if m is None or m.lastindex is None:
                 continue
-            handlers[m.lastindex](m)
-            hit = slots[m.lastindex].resolve(line)
-            if hit is not None:
-                yield n, hit
+            self._block, self._new = [m], {}
+            handlers[m.lastindex]([m])
+            yield n, slots[m.lastindex].resolve(line)
+        self._flush()
 
     def count(self, incident: str, source: str) -> int:
         return self.counts[self._index[(incident, source)]]

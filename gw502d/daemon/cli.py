@@ -1,7 +1,8 @@
 """``gw502d run`` and ``gw502d check-config``.
 
-The daemon's modules (prometheus-client, the HTTP server, the follower) are imported by the
-commands that use them, so ``gw502d scan`` and ``explain`` do not pay for them at start.
+The daemon's modules (prometheus-client, structlog, the HTTP server, the follower) are
+imported by the commands that use them, so ``gw502d scan`` and ``explain`` do not pay for
+them at start.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import structlog
-
 from gw502d.daemon import EXIT_CONFIG, EXIT_OK
-from gw502d.daemon import logging as daemon_logging
 from gw502d.daemon.config import DEFAULT_PATH, ConfigError, Overrides
 
 
@@ -29,7 +27,10 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gw502d.daemon.service import Daemon, load  # noqa: PLC0415 - see above
+    import structlog  # noqa: PLC0415 - see above
+
+    from gw502d.daemon import logging as daemon_logging  # noqa: PLC0415
+    from gw502d.daemon.service import Daemon, load  # noqa: PLC0415
 
     daemon_logging.configure()
     overrides = _overrides(args)

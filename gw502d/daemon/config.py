@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from gw502d.source.follower import LogSpec
+from gw502d.source.spec import LogSpec
 
 DEFAULT_PATH = Path("/etc/gw502d/gw502d.toml")
 DEFAULT_LISTEN = ":9502"

@@ -17,14 +17,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
 
 from gw502d.classify.catalog import Catalog
-from gw502d.classify.matcher import Classifier, Slot
-from gw502d.classify.tally import Key, Matches, OnHit, Tally
+from gw502d.classify.matcher import Classifier
+from gw502d.classify.tally import Key, Matches, OnWatched, Runs, Tally
 from gw502d.classify.template import compile_template
 from gw502d.daemon.events import IncidentEvents
 from gw502d.export.collector import Numbers
@@ -32,7 +32,7 @@ from gw502d.export.incidents import LINE_CAP, RecentIncidents
 from gw502d.export.metric_names import ROOT_CAUSE_INCIDENTS, ROOT_CAUSE_NAMES
 from gw502d.parse import FORMATS
 from gw502d.remediate import Context, advise, host_facts
-from gw502d.source.follower import LogSpec
+from gw502d.source.spec import LogSpec
 
 log = structlog.get_logger("gw502d.daemon")
 
@@ -48,9 +48,10 @@ _CONTINUATION = (rb"[ \t]|Traceback \(|During handling|The above exception"
 class Correlator(Protocol):
     """The root-cause hook; ``gw502d.remediate`` provides the implementation.
 
-    It sees every incident hit in the follower's thread (so it needs no lock either) and
-    adds to ``causes[(nginx incident, cause)]``, which :class:`Counters` keeps, saves with
-    the snapshot and exports as ``gw502d_root_causes_total``.
+    It sees each block's hits of the incidents it pairs in the follower's thread (so it
+    needs no lock either) and adds to ``causes[(nginx incident, cause)]``, which
+    :class:`Counters` keeps, saves with the snapshot and exports as
+    ``gw502d_root_causes_total``.
     """
 
     @property
@@ -61,7 +62,7 @@ class Correlator(Protocol):
     def correlator(self) -> Any:
         """What the advice reads (``gw502d.remediate.Context.correlator``)."""
 
-    def observe(self, key: Key, slot: Slot, line: bytes, when: float,
+    def observe(self, keys: Sequence[Key], runs: Runs, when: float,
                 causes: dict[CauseKey, int]) -> None: ...
 
 
@@ -90,8 +91,9 @@ def structure(catalog: Catalog, family: str | None) -> re.Pattern[bytes] | None:
 class _Live:
     """The tallies of one catalog: where lines are counted until the next reload."""
 
-    def __init__(self, catalog: Catalog, families: Iterable[str | None], on_hit: OnHit,
-                 watch: Container[Key], on_block: Callable[[Tally, Matches], None]) -> None:
+    def __init__(self, catalog: Catalog, families: Iterable[str | None],
+                 on_watched: OnWatched, watch: Container[Key],
+                 on_block: Callable[[Tally, Matches], None]) -> None:
         self.catalog = catalog
         self.keys = catalog.keys
         self.companion_keys = tuple(dict.fromkeys(
@@ -99,7 +101,7 @@ class _Live:
         self.last_seen = [0.0] * len(self.keys)
         self.tallies: dict[str | None, Tally] = {}
         self.shapes: dict[str | None, re.Pattern[bytes] | None] = {}
-        self._on_hit = on_hit
+        self._on_watched = on_watched
         self._watch = watch
         self._on_block = on_block
         for family in families:
@@ -111,7 +113,7 @@ class _Live:
         if tally is None:
             families = None if family is None else [family]
             tally = self.tallies[family] = Tally(Classifier(self.catalog, families),
-                                                 self._on_hit, watch=self._watch,
+                                                 self._on_watched, watch=self._watch,
                                                  on_block=self._on_block)
             self.shapes[family] = structure(self.catalog, family)
         return tally
@@ -133,7 +135,7 @@ class Counters:
     Per block of lines (the tallies' ``on_block``) it notes the time of the incidents the
     block had, appends the newest to the ring buffer of :mod:`gw502d.export.incidents` and
     offers one rate-limited log event per incident; the correlator alone sees every hit, and
-    only of the incidents it pairs. Facts are worked out later, when someone asks.
+    only of the incidents it pairs, slot by slot. Facts are worked out later, when someone asks.
     """
 
     def __init__(self, catalog: Catalog, specs: Iterable[LogSpec], *, incidents_buffer: int,
@@ -157,17 +159,16 @@ class Counters:
         self._live = self._build(catalog, specs)
 
     def _build(self, catalog: Catalog, specs: Iterable[LogSpec]) -> _Live:
-        def on_hit(k: int, slot: Slot, m: re.Match[bytes]) -> None:
+        def on_watched(runs: Runs) -> None:
             if self._correlator is not None:
-                self._correlator.observe(live.keys[k], slot, m.string, self._now,
-                                         self.root_causes)
+                self._correlator.observe(live.keys, runs, self._now, self.root_causes)
 
         def on_block(tally: Tally, matches: Matches) -> None:
             now, log_name = self._now, self._log
             slots = tally.classifier.slots
             for m in matches[-self.recent.size:]:
                 slot = slots[m.lastindex]  # type: ignore[index]
-                if not slot.candidates[0].companion:
+                if not slot.incident.companion:
                     self.recent.add((slot, m.string[:LINE_CAP], now, log_name))
             for k, (before, after) in enumerate(zip(self._before, tally.counts, strict=True)):
                 if after != before:
@@ -180,7 +181,8 @@ class Counters:
                                         count=after - before)
 
         watch = self._correlator.watched if self._correlator is not None else ()
-        live = _Live(catalog, dict.fromkeys(s.family for s in specs), on_hit, watch, on_block)
+        live = _Live(catalog, dict.fromkeys(s.family for s in specs), on_watched, watch,
+                     on_block)
         return live
 
     @property

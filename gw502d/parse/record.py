@@ -9,7 +9,7 @@ uses the combined matcher compiled from the same templates.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +52,20 @@ def decode(raw: bytes) -> str:
 
 def facts(m: re.Match[bytes], captures: tuple[tuple[str, Any], ...], first: int) -> dict[str, Any]:
     """Convert groups ``first ..`` of *m* into named facts (absent groups are left out)."""
+    return convert(captures, m.groups()[first - 1:first - 1 + len(captures)])
+
+
+def convert(captures: tuple[tuple[str, Any], ...],
+            raw: Iterable[bytes | None]) -> dict[str, Any]:
+    """Raw captured bytes as named, converted facts (None left out; text if unconvertible)."""
     out: dict[str, Any] = {}
-    for offset, (name, convert) in enumerate(captures):
-        raw = m.group(first + offset)
-        if raw is not None:
+    for (name, converter), value in zip(captures, raw, strict=True):
+        if value is not None:
+            text = decode(value)
             try:
-                out[name] = convert(decode(raw))
+                out[name] = converter(text)
             except (KeyError, ValueError):
-                out[name] = decode(raw)
+                out[name] = text
     return out
 
 

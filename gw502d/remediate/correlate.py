@@ -25,22 +25,28 @@ gunicorn writes ``[YYYY-mm-dd HH:MM:SS +zone]``.
 The daemon stamps an undated line with its arrival time (it reads lines as they are
 written). ``scan`` cannot, so it matches undated events by order: each pairs with the
 oldest compatible nginx symptom no dated event explained (``keep_unexplained``).
+
+Work is per distinct event, not per line: a block's hits of one slot are read for the few
+facts the pairing needs (from the hot match where it captured them, else with the slot's
+own small regex) and counted in C; an :class:`Event` stands for ``n`` identical lines
+(same time, incident and facts) and pairs as many symptoms at once.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import re
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice, repeat
+from operator import attrgetter, methodcaller
 from typing import Any, NamedTuple
 
-from gw502d.classify.matcher import Captures, Classifier, Slot
-from gw502d.classify.tally import OnHit
-from gw502d.parse.record import decode
+from gw502d.classify.matcher import Slot, reader
+from gw502d.classify.tally import OnWatched, Runs
+from gw502d.parse.record import convert, decode
 from gw502d.remediate.nginx import Upstream
 
 DEFAULT_WINDOW = 5.0
@@ -70,8 +76,8 @@ _DIRECT_CAUSE = {
 _KILLS = frozenset({("worker_harakiri", "uwsgi"), ("worker_timeout", "gunicorn")})
 _DEATHS = frozenset({("worker_died", "uwsgi"), ("worker_killed", "gunicorn")})
 WATCHED = SYMPTOMS | _DIRECT_CAUSE.keys() | _DEATHS
-# The facts the pairing reads (and the line's time)
-_FACTS = frozenset({"time", "upstream", "worker_pid", "signal"})
+# The facts the pairing reads (besides the line's time)
+_FACTS = ("upstream", "worker_pid", "signal")
 _TIME_FORMATS = {
     "nginx": ("%Y/%m/%d %H:%M:%S",),
     "uwsgi": ("%a %b %d %H:%M:%S %Y",),
@@ -84,28 +90,36 @@ _UPSTREAMS_CAP = 16  # distinct nginx upstreams remembered per cause
 # upstreams, a clock apart) would make every event cost a scan of all of them.
 _SCAN = 32
 _SPACES = re.compile(r"\s+")
-# The pairing's own regex of each slot, by the slot's full regex's identity (hashing a
-# compiled pattern hashes its whole program)
-_GROUPS: dict[int, tuple[re.Pattern[bytes], re.Pattern[bytes], Captures]] = {}
+_SECONDS = re.compile(r"(.*\d:\d\d):(\d\d)(.*)", re.DOTALL)
+# How each slot's hits are read for the pairing, by the slot's full regex's identity
+# (hashing a compiled pattern would hash its whole program)
+_READINGS: dict[int, tuple[re.Pattern[bytes], _Reading]] = {}
+_CACHE = 1024  # converted values remembered per slot (times, facts), then forgotten
+_LINE = attrgetter("string")
+_GROUPS = methodcaller("groups")
+_GROUP1 = methodcaller("group", 1)
 
 
 class Event(NamedTuple):
-    """A classified line: when, which (incident, source), its facts, the peer if known."""
+    """Classified lines: when, which (incident, source), their facts, the peer if known,
+    and how many identical ones (same time and facts) were seen together."""
 
     time: float | None
     incident: str
     source: str
     facts: Mapping[str, Any]
     peer: str | None = None
+    n: int = 1
 
 
 class RootCause(NamedTuple):
-    """An nginx incident explained by a backend event (``upstream`` is nginx's field)."""
+    """``n`` nginx incidents explained by a backend cause (``upstream``: nginx's field)."""
 
     incident: str
     cause: str
     time: float | None
     upstream: str | None
+    n: int = 1
 
 
 def line_time(source: str, facts: Mapping[str, Any]) -> float | None:
@@ -116,9 +130,18 @@ def line_time(source: str, facts: Mapping[str, Any]) -> float | None:
 
 @functools.lru_cache(maxsize=4096)  # lines come in bursts that share a second
 def _parse_time(source: str, text: str) -> float | None:
+    m = _SECONDS.fullmatch(_SPACES.sub(" ", text))
+    if m is None:
+        return None
+    minute = _minute(source, m[1], m[3])
+    return None if minute is None else minute + int(m[2])
+
+
+@functools.lru_cache(maxsize=1024)  # strptime is slow; a minute's seconds share its work
+def _minute(source: str, head: str, tail: str) -> float | None:
     for fmt in _TIME_FORMATS.get(source, ()):
         try:
-            return datetime.strptime(_SPACES.sub(" ", text), fmt).timestamp()
+            return datetime.strptime(f"{head}:00{tail}", fmt).timestamp()
         except ValueError:
             continue
     return None
@@ -132,10 +155,20 @@ def cause_of(event: Event) -> str | None:
     return _DIRECT_CAUSE.get(key)
 
 
-@dataclass(slots=True)
+def kills_first(event: Event) -> bool:
+    """Sort key: in one instant a worker's kill goes before its death (a block's hits are
+    grouped by slot, not in line order)."""
+    return (event.incident, event.source) not in _KILLS
+
+
+@dataclass(slots=True, eq=False)
 class _Waiting:
+    """An event waiting for its pair; ``n`` of its lines are still unpaired."""
+
     time: float | None
     event: Event
+    n: int
+    seq: int
     cause: str | None = None
     upstream: Upstream | None = None
 
@@ -145,14 +178,15 @@ class Correlator:
 
     ``counts`` is ``gw502d_root_causes_total{incident, cause}`` as plain ints; ``backend``
     counts every backend cause, explained or not; ``upstreams`` the nginx upstreams each
-    cause was paired with (bounded).
+    cause was paired with (bounded). Unexplained symptoms kept for order matching are
+    bounded per upstream scheme family.
 
     >>> c = Correlator()
     >>> c.observe(Event(100.0, "worker_harakiri", "uwsgi", {"worker_pid": 7}))
     []
     >>> c.observe(Event(101.0, "upstream_premature_close", "nginx",
-    ...                 {"upstream": "uwsgi://127.0.0.1:3031"}))[0].cause
-    'worker_harakiri'
+    ...                 {"upstream": "uwsgi://127.0.0.1:3031"}, n=3))[0].n
+    1
     """
 
     def __init__(self, window: float = DEFAULT_WINDOW, *, keep_unexplained: int = 0,
@@ -163,19 +197,42 @@ class Correlator:
         self.upstreams: dict[str, dict[str, int]] = {}
         self._symptoms: deque[_Waiting] = deque(maxlen=max_pending)
         self._causes: deque[_Waiting] = deque(maxlen=max_pending)
-        self._unexplained: deque[_Waiting] = deque(maxlen=keep_unexplained)
+        self._keep = keep_unexplained
+        self._unexplained: dict[str | None, deque[_Waiting]] = {}
         self._killed: dict[tuple[str, Any], None] = {}
         self._now = float("-inf")
+        self._seq = 0
 
     def observe(self, event: Event) -> list[RootCause]:
         """Take one event; return the root causes it completes (usually none or one)."""
+        self._seq += 1
         if (event.incident, event.source) in SYMPTOMS:
-            return self._symptom(event)
-        cause = self._cause(event)
-        if cause is None:
+            upstream = event.facts.get("upstream")
+            waiting = _Waiting(event.time if event.time is not None else self._now, event,
+                               event.n, self._seq,
+                               upstream=_upstream(upstream) if upstream else None)
+            self._advance(waiting.time)
+            found = self._pair_within(waiting, self._causes)
+            if waiting.n:
+                self._symptoms.append(waiting)
+            return found
+        cause, n = self._cause(event)
+        if cause is None or not n:
             return []
-        self.backend[cause] = self.backend.get(cause, 0) + 1
-        return self._explain(_Waiting(event.time, event, cause))
+        self.backend[cause] = self.backend.get(cause, 0) + n
+        waiting = _Waiting(event.time, event, n, self._seq, cause)
+        if waiting.time is None:
+            return self._pair_by_order(waiting)
+        self._advance(waiting.time)
+        found = self._pair_within(waiting, self._symptoms)
+        if waiting.n:
+            self._causes.append(waiting)
+        return found
+
+    def observe_all(self, events: Iterable[Event]) -> list[RootCause]:
+        """Take the events of one instant (a block read at once), kills first."""
+        return [found for event in sorted(events, key=kills_first)
+                for found in self.observe(event)]
 
     def by_incident(self) -> dict[str, dict[str, int]]:
         """Counts as ``{incident: {cause: n}}``."""
@@ -184,60 +241,76 @@ class Correlator:
             out.setdefault(incident, {})[cause] = n
         return out
 
-    def _cause(self, event: Event) -> str | None:
-        """The event's cause, or None when it repeats a kill already seen (same worker)."""
+    def _cause(self, event: Event) -> tuple[str | None, int]:
+        """The event's cause and how many of its lines are new causes: a kill seen again
+        (harakiri's next try) is none, a killed worker's death is not another cause."""
         key = (event.incident, event.source)
+        n = event.n
         pid = event.facts.get("worker_pid")
         if pid is not None and (key in _KILLS or key in _DEATHS):
             worker = (event.source, pid)
             if worker in self._killed:
-                if key in _DEATHS:
-                    del self._killed[worker]
-                return None
-            if key in _KILLS:
+                if key in _KILLS:
+                    return None, 0
+                del self._killed[worker]
+                n -= 1
+            elif key in _KILLS:
+                n = 1  # the same kill's tries, in one instant
                 self._killed[worker] = None
                 if len(self._killed) > _KILLED_CAP:
                     del self._killed[next(iter(self._killed))]
-        return cause_of(event)
+        return cause_of(event), n
 
-    def _symptom(self, event: Event) -> list[RootCause]:
-        upstream = event.facts.get("upstream")
-        waiting = _Waiting(event.time if event.time is not None else self._now, event,
-                           upstream=_upstream(upstream) if upstream else None)
-        self._advance(waiting.time)
-        for cause in itertools.islice(self._causes, _SCAN):
-            if _near(waiting, cause, self.window) and _fits(waiting, cause):
-                self._causes.remove(cause)
-                return [self._pair(waiting, cause)]
-        self._symptoms.append(waiting)
-        return []
+    def _pair_within(self, new: _Waiting, pending: deque[_Waiting]) -> list[RootCause]:
+        """Pair *new* with the oldest compatible events of *pending* within the window."""
+        found, used = [], []
+        for i, other in enumerate(islice(pending, _SCAN)):
+            symptom, cause = (new, other) if new.cause is None else (other, new)
+            if _near(new, other, self.window) and _fits(symptom, cause):
+                found.append(self._pair(symptom, cause))
+                if not other.n:
+                    used.append(i)
+                if not new.n:
+                    break
+        for i in reversed(used):
+            del pending[i]
+        return found
 
-    def _explain(self, cause: _Waiting) -> list[RootCause]:
-        if cause.time is None:  # by order: the oldest symptom no dated event explained
-            for pool in (self._unexplained, self._symptoms):
-                for symptom in pool:
+    def _pair_by_order(self, cause: _Waiting) -> list[RootCause]:
+        """An undated cause: the oldest compatible symptoms no dated event explained."""
+        found = []
+        while cause.n:
+            best: tuple[deque[_Waiting], int, _Waiting] | None = None
+            families = CAUSES[cause.cause]  # type: ignore[index]
+            pools = [pool for family, pool in self._unexplained.items()
+                     if family is None or family in families]
+            for pool in (*pools, self._symptoms):
+                for i, symptom in enumerate(islice(pool, _SCAN)):
                     if _fits(symptom, cause):
-                        pool.remove(symptom)
-                        return [self._pair(symptom, cause)]
-            return []
-        self._advance(cause.time)
-        for symptom in itertools.islice(self._symptoms, _SCAN):
-            if _near(symptom, cause, self.window) and _fits(symptom, cause):
-                self._symptoms.remove(symptom)
-                return [self._pair(symptom, cause)]
-        self._causes.append(cause)
-        return []
+                        if best is None or symptom.seq < best[2].seq:
+                            best = (pool, i, symptom)
+                        break
+            if best is None:
+                break
+            pool, i, symptom = best
+            found.append(self._pair(symptom, cause))
+            if not symptom.n:
+                del pool[i]
+        return found
 
     def _pair(self, symptom: _Waiting, cause: _Waiting) -> RootCause:
         assert cause.cause is not None
+        n = min(symptom.n, cause.n)
+        symptom.n -= n
+        cause.n -= n
         key = (symptom.event.incident, cause.cause)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.counts[key] = self.counts.get(key, 0) + n
         upstream = symptom.event.facts.get("upstream")
         if upstream:
             seen = self.upstreams.setdefault(cause.cause, {})
             if upstream in seen or len(seen) < _UPSTREAMS_CAP:
-                seen[upstream] = seen.get(upstream, 0) + 1
-        return RootCause(symptom.event.incident, cause.cause, symptom.time, upstream)
+                seen[upstream] = seen.get(upstream, 0) + n
+        return RootCause(symptom.event.incident, cause.cause, symptom.time, upstream, n)
 
     def _advance(self, now: float | None) -> None:
         """Forget what is older than the window; unexplained symptoms wait for order matching."""
@@ -247,8 +320,12 @@ class Correlator:
         horizon = now - self.window
         while self._symptoms and _before(self._symptoms[0], horizon):
             gone = self._symptoms.popleft()
-            if self._unexplained.maxlen:
-                self._unexplained.append(gone)
+            if self._keep:
+                family = gone.upstream.family if gone.upstream is not None else None
+                pool = self._unexplained.get(family)
+                if pool is None:
+                    pool = self._unexplained[family] = deque(maxlen=self._keep)
+                pool.append(gone)
         while self._causes and _before(self._causes[0], horizon):
             self._causes.popleft()
 
@@ -276,57 +353,113 @@ def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
     return up.family in CAUSES[cause.cause] and (peer is None or peer == up.peer)
 
 
-def to_event(key: tuple[str, str], slot: Slot, line: bytes, when: float | None, *,
-             arrival: bool = False) -> Event | None:
-    """The :class:`Event` of an incident line the correlation needs, else None (cheap).
+def to_events(key: tuple[str, str], slot: Slot, matches: list[re.Match[bytes]],
+              when: float | None, *, dated: bool) -> list[Event]:
+    """The :class:`Event`\\ s of one slot's hits of *key*, identical lines counted once.
 
-    Its time is the line's own; *when* (the daemon's arrival time) stands in for lines
-    without one, or for every line with *arrival*. Only the facts the pairing reads are
-    matched and converted: the slot's templates compiled again capturing just those (once
-    per slot, cached).
+    With *dated* the time is each line's own and *when* stands in for lines without one;
+    otherwise (the daemon) every line is *when*, its arrival.
     """
-    if key not in WATCHED:
-        return None
-    pattern, captures = _pairing_regex(slot)
-    m = pattern.match(line)
-    if m is None:  # pragma: no cover - the hot regex matched the same line
-        return None
-    facts: dict[str, Any] = {}
-    for group, (name, convert) in enumerate(captures, 1):
-        raw = m.group(group)
-        if raw is not None:
-            try:
-                facts[name] = convert(decode(raw))
-            except (KeyError, ValueError):
-                facts[name] = decode(raw)
-    stamped = None if arrival else line_time(key[1], facts)
-    facts.pop("time", None)
-    return Event(when if stamped is None else stamped, key[0], key[1], facts)
+    reading = _reading(slot)
+    raws = reading.raws(matches)
+    if dated:
+        found = Counter(zip(reading.times(matches), raws, strict=True))
+    else:
+        found = Counter(zip(repeat(None), raws))
+    events = []
+    for (stamp, raw), n in found.items():
+        t = reading.time(key[1], stamp)
+        events.append(Event(when if t is None else t, key[0], key[1], reading.facts(raw), n=n))
+    return events
 
 
-def _pairing_regex(slot: Slot) -> tuple[re.Pattern[bytes], Captures]:
-    """The slot's line shape capturing only the pairing's facts (nginx's strict context,
-    optional, as in the hot regex), keyed by the slot's full regex."""
-    known = _GROUPS.get(id(slot.full))
+class _Reading:
+    """How to read the pairing's facts from the hits of one slot (built once per slot).
+
+    From the hot match's own groups when it captured them (nginx's upstream), else with the
+    slot's line shape compiled again capturing just those (nginx's strict context optional,
+    as in the hot regex); the time from the family's prefix. Iterating is left to C
+    (``map`` over compiled matchers and ``methodcaller``); converting is done per distinct
+    value and remembered.
+    """
+
+    def __init__(self, slot: Slot) -> None:
+        fam = slot.family
+        parts = [slot.message] + ([fam.evidence_context] if fam.evidence_context else [])
+        needs = [name for part in parts for name in part.names if name in _FACTS]
+        hot = dict(zip((name for name, _ in slot.hot), slot.hot_groups, strict=True))
+        self._pattern: re.Pattern[bytes] | None = None
+        if all(name in hot for name in needs):
+            self.captures = tuple(c for c in slot.hot if c[0] in needs)
+            self._read = reader(tuple(hot[name] for name, _ in self.captures))
+        else:
+            message = slot.message.keeping(needs)
+            regex = fam.prefix.keeping(()).regex + message.regex
+            self.captures = message.captures
+            if fam.evidence_context is not None:
+                context = fam.evidence_context.keeping(needs)
+                regex += f"(?:{context.regex})?"
+                self.captures += context.captures
+            self._pattern = re.compile(regex.encode(), re.DOTALL)
+        prefix = fam.prefix.keeping({"time"})
+        self._time = re.compile(prefix.regex.encode(), re.DOTALL) if prefix.captures else None
+        self._facts: dict[tuple[bytes | None, ...], dict[str, Any]] = {}
+        self._times: dict[bytes, float | None] = {}
+
+    def raws(self, matches: list[re.Match[bytes]]) -> list[tuple[bytes | None, ...]]:
+        """The raw facts of each hit."""
+        if self._pattern is None:
+            return list(map(self._read, matches))
+        lines = map(_LINE, matches)
+        try:
+            return list(map(_GROUPS, map(self._pattern.match, lines)))
+        except AttributeError:  # pragma: no cover - the hot regex matched the same shape
+            missing = (None,) * len(self.captures)
+            return [missing if m is None else m.groups()
+                    for m in map(self._pattern.match, map(_LINE, matches))]
+
+    def times(self, matches: list[re.Match[bytes]]) -> Iterable[bytes | None]:
+        """The time text of each hit (None: the line has none)."""
+        if self._time is None:
+            return repeat(None, len(matches))
+        try:  # the prefix matched in the hot regex, it matches here
+            return list(map(_GROUP1, map(self._time.match, map(_LINE, matches))))
+        except AttributeError:  # pragma: no cover
+            return [None if m is None else m.group(1)
+                    for m in map(self._time.match, map(_LINE, matches))]
+
+    def time(self, source: str, stamp: bytes | None) -> float | None:
+        if stamp is None:
+            return None
+        t = self._times.get(stamp, False)
+        if t is False:
+            if len(self._times) >= _CACHE:
+                self._times.clear()
+            t = self._times[stamp] = _parse_time(source, decode(stamp))
+        return t
+
+    def facts(self, raw: tuple[bytes | None, ...]) -> dict[str, Any]:
+        facts = self._facts.get(raw)
+        if facts is None:
+            if len(self._facts) >= _CACHE:
+                self._facts.clear()
+            facts = self._facts[raw] = convert(self.captures, raw)
+        return facts
+
+
+def _reading(slot: Slot) -> _Reading:
+    known = _READINGS.get(id(slot.full))
     if known is not None and known[0] is slot.full:
-        return known[1], known[2]
-    fam = slot.family
-    parts = [fam.prefix.keeping(_FACTS), slot.message.keeping(_FACTS)]
-    regex = parts[0].regex + parts[1].regex
-    captures = parts[0].captures + parts[1].captures
-    if fam.evidence_context is not None:
-        context = fam.evidence_context.keeping(_FACTS)
-        regex += f"(?:{context.regex})?"
-        captures += context.captures
-    pattern = re.compile(regex.encode(), re.DOTALL)
-    _GROUPS[id(slot.full)] = (slot.full, pattern, captures)
-    return pattern, captures
+        return known[1]
+    reading = _Reading(slot)
+    _READINGS[id(slot.full)] = (slot.full, reading)
+    return reading
 
 
 class LineCorrelator:
-    """The daemon's root-cause hook (``gw502d.daemon.counters.Correlator``): called for
-    every incident hit in the follower's thread, it adds the root causes found to the
-    daemon's ``causes[(incident, cause)]`` (``gw502d_root_causes_total``).
+    """The daemon's root-cause hook (``gw502d.daemon.counters.Correlator``): called in the
+    follower's thread with each block's hits of the incidents it pairs, it adds the root
+    causes found to the daemon's ``causes[(incident, cause)]`` (``gw502d_root_causes_total``).
 
     ``correlator`` holds what the advice needs (:class:`~gw502d.remediate.Context`).
     """
@@ -336,16 +469,15 @@ class LineCorrelator:
     def __init__(self, window: float = DEFAULT_WINDOW) -> None:
         self.correlator = Correlator(window)
 
-    def observe(self, key: tuple[str, str], slot: Slot, line: bytes, when: float,
+    def observe(self, keys: Sequence[tuple[str, str]], runs: Runs, when: float,
                 causes: dict[tuple[str, str], int]) -> None:
         # The daemon reads lines as they are written: their arrival is a clock all logs
         # share, whatever their own time zone, format, or lack of a time.
-        event = to_event(key, slot, line, when, arrival=True)
-        if event is None:
-            return
-        for found in self.correlator.observe(event):
+        events = [event for k, slot, matches in runs
+                  for event in to_events(keys[k], slot, matches, when, dated=False)]
+        for found in self.correlator.observe_all(events):
             pair = (found.incident, found.cause)
-            causes[pair] = causes.get(pair, 0) + 1
+            causes[pair] = causes.get(pair, 0) + found.n
 
 
 class Timeline:
@@ -353,38 +485,39 @@ class Timeline:
 
     Merge-sorting the events, not the files: an nginx error log and a uWSGI log cover the
     same hours, so whole files in any order would never put an event next to its cause.
-    Memory: one small tuple per watched event, at most *limit* (``dropped`` counts more).
+    Memory: one small tuple per distinct event, at most *limit* (``dropped`` counts the
+    lines of more).
     """
 
     def __init__(self, limit: int = 500_000) -> None:
         self.limit = limit
         self.dropped = 0
-        self._dated: list[tuple[float, int, Event]] = []
+        self._dated: list[tuple[float, bool, int, Event]] = []
         self._undated: list[Event] = []
 
-    def hook(self, classifier: Classifier) -> OnHit:
-        """The ``on_hit`` hook of the scan's :class:`~gw502d.classify.tally.Tally`."""
-        keys = classifier.catalog.keys
+    def hook(self, keys: Sequence[tuple[str, str]]) -> OnWatched:
+        """The ``on_watched`` hook of the scan's :class:`~gw502d.classify.tally.Tally`."""
 
-        def on_hit(k: int, slot: Slot, m: re.Match[bytes]) -> None:
-            event = to_event(keys[k], slot, m.string, None)
-            if event is not None:
-                self.add(event)
+        def on_watched(runs: Runs) -> None:
+            for k, slot, matches in runs:
+                for event in to_events(keys[k], slot, matches, None, dated=True):
+                    self.add(event)
 
-        return on_hit
+        return on_watched
 
     def add(self, event: Event) -> None:
         if len(self._dated) + len(self._undated) >= self.limit:
-            self.dropped += 1
+            self.dropped += event.n
         elif event.time is None:
             self._undated.append(event)
         else:
-            self._dated.append((event.time, len(self._dated), event))
+            self._dated.append((event.time, kills_first(event), len(self._dated), event))
 
     def correlate(self, window: float = DEFAULT_WINDOW) -> Correlator:
         """Replay dated events by time, then undated ones in file order (order matching)."""
         correlator = Correlator(window, keep_unexplained=self.limit)
-        for _, _, event in sorted(self._dated, key=lambda e: (e[0], e[1])):
+        self._dated.sort(key=lambda e: e[:3])
+        for *_, event in self._dated:
             correlator.observe(event)
         for event in self._undated:
             correlator.observe(event)

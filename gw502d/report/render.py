@@ -27,9 +27,8 @@ class Finding:
     root_causes: dict[str, int]
 
 
-def _line_facts(tally: Tally, k: int, line: bytes | None) -> dict[str, Any]:
-    slot = tally.evidence_slot[k]
-    hit = slot.resolve(line) if slot is not None and line is not None else None
+def _line_facts(tally: Tally, line: bytes | None) -> dict[str, Any]:
+    hit = tally.classifier.classify(line) if line is not None else None
     return hit.facts if hit is not None else {}
 
 
@@ -44,8 +43,8 @@ def findings(result: ScanResult) -> list[Finding]:
         incident = tally.incident(k)
         out.append(Finding(
             incident=incident, count=n,
-            first=_line_facts(tally, k, tally.first_line[k]),
-            last=_line_facts(tally, k, tally.last_line[k]),
+            first=_line_facts(tally, tally.first_line[k]),
+            last=_line_facts(tally, tally.last_line[k]),
             example=decode(tally.first_line[k] or b""),
             remediation=remediation(result, k),
             root_causes=causes.get(incident.id, {}) if incident.source == "nginx" else {},

@@ -106,7 +106,7 @@ def scan(classifier: Classifier, paths: list[str], *, max_line: int = 65536,
     time into root causes (see :class:`~gw502d.remediate.Timeline`). Unreadable inputs
     are recorded, not fatal."""
     timeline = Timeline()
-    result = ScanResult(Tally(classifier, on_hit=timeline.hook(classifier), watch=WATCHED))
+    result = ScanResult(Tally(classifier, timeline.hook(classifier.catalog.keys), watch=WATCHED))
     tally = result.tally
     for path in expand(paths):
         base = 0

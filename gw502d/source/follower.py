@@ -48,6 +48,7 @@ import structlog
 
 from gw502d.source.identity import fingerprint, has_fingerprint, read_head
 from gw502d.source.lines import BLOCK_SIZE, LineSplitter
+from gw502d.source.spec import LogSpec, matches
 from gw502d.source.state import SavedFile, State, StateFile
 from gw502d.source.watch import Ident, Watcher
 
@@ -58,33 +59,6 @@ _PASS_BLOCKS = 16  # blocks read from one file before the others get their turn
 _MAX_SLEEP = 0.5  # longest wait, so a set ``stop`` is seen without a wake()
 _MAX_BACKOFF = 60.0
 _BURST_WINDOW = 0.01  # while a directory is busy, read it at most this often
-
-
-@dataclass(frozen=True)
-class LogSpec:
-    """A log to follow: a path or a glob, its ``log`` label and its family (None: auto)."""
-
-    path: str
-    name: str
-    family: str | None
-
-    @property
-    def is_glob(self) -> bool:
-        """Whether ``path`` is a pattern (its directory part may be one too)."""
-        return glob.has_magic(self.path)
-
-    def matches(self, path: str) -> bool:
-        """Whether ``path`` is this log."""
-        return _matches(self.path, path)
-
-
-def _matches(pattern: str, path: str) -> bool:
-    """Exact path, or glob matched part by part as glob does (``*`` stops at ``/``)."""
-    if not glob.has_magic(pattern):
-        return path == pattern
-    pdir, pbase = os.path.split(pattern)
-    d, base = os.path.split(path)
-    return fnmatch.fnmatchcase(base, pbase) and (d == pdir or fnmatch.fnmatchcase(d, pdir))
 
 
 LinesCallback = Callable[[LogSpec, str, list[bytes]], None]
@@ -632,7 +606,7 @@ class Follower:
         if saved is not None and (saved.dev, saved.ino) == ident:
             offset = self._resumed_offset(spec, path, fd=fd, st=st, saved=saved, now=now)
         elif path in self._preexisting and not any(
-                _matches(p, path) for p in self._known_patterns):
+                matches(p, path) for p in self._known_patterns):
             offset = self._line_start_before(fd, st.st_size) if self._start_at == "end" else 0
         else:
             offset = 0  # created after start (or after the last snapshot): all of it

@@ -1,0 +1,38 @@
+"""What to follow: a log's path or glob, its name and its family.
+
+Its own module so the configuration can name logs without importing the follower.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """A log to follow: a path or a glob, its ``log`` label and its family (None: auto)."""
+
+    path: str
+    name: str
+    family: str | None
+
+    @property
+    def is_glob(self) -> bool:
+        """Whether ``path`` is a pattern (its directory part may be one too)."""
+        return glob.has_magic(self.path)
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` is this log."""
+        return matches(self.path, path)
+
+
+def matches(pattern: str, path: str) -> bool:
+    """Exact path, or glob matched part by part as glob does (``*`` stops at ``/``)."""
+    if not glob.has_magic(pattern):
+        return path == pattern
+    pdir, pbase = os.path.split(pattern)
+    d, base = os.path.split(path)
+    return fnmatch.fnmatchcase(base, pbase) and (d == pdir or fnmatch.fnmatchcase(d, pdir))
