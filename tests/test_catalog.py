@@ -70,6 +70,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("family = 'mine'\n", "missing key 'prefix'"),
     ("family = 'nginx'\n[[incident]]\nid='x'\nseverity='error'\nstatus=502\nsummary='s'\n"
      "messages=['a [?b']\nremediation='r'\n", "cannot parse template"),
+    ("family = 'uwsgi'\n[[incident]]\nid='x'\nseverity='error'\nstatus=502\nsummary='s'\n"
+     "messages=['size {size:int}']\nwhen='block_size_spells_method'\nremediation='r'\n",
+     "every message must capture it"),
 ])
 def test_malformed_file_names_file_entry_and_problem(tmp_path, text, problem):
     path = _write(tmp_path, text)

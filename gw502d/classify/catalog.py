@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gw502d.classify.predicates import PREDICATES, PROVIDES
+from gw502d.classify.predicates import PREDICATES, PROVIDES, VALUES
 from gw502d.classify.template import Compiled, TemplateError, compile_template
 from gw502d.parse import FORMATS
 
@@ -196,6 +196,10 @@ def _incident(raw: Any, family: str, captures: set[str], path: Path, n: int) -> 
         if when not in PREDICATES:
             raise CatalogError(path, where, f"unknown predicate {when!r} "
                                             f"(known: {', '.join(sorted(PREDICATES))})")
+        fact = VALUES[when][0]
+        if not all(fact in m.names for m in messages):
+            raise CatalogError(path, where, f"predicate {when!r} reads {{{fact}}}: "
+                                            "every message must capture it")
         known.update(PROVIDES[when])
     evidence = tuple(raw.get("evidence", ()))
     unknown = set(evidence) - known
