@@ -104,12 +104,12 @@ class Tally:
                 companions[j] += len(ms)
 
             return companion
-        read = slot.raw_key()
+        read = slot.raw_key() if slot.hot else None
         k = self._index[incident.key]
 
         def hits(ms: Matches) -> None:
             self._count(k, slot, ms)
-            if slot.hot:
+            if read is not None:
                 self._note(k, Counter(map(read, ms)))
             if watched:
                 self._runs.append((k, slot, ms))
@@ -149,13 +149,9 @@ class Tally:
             self._block, self._new = matches, {}
             runs = {group: list(same)
                     for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
-            if len(runs) > 1:
-                latest = list(map(_SLOT, reversed(matches)))
-                order = sorted(runs, key=latest.index, reverse=True)
-            else:
-                order = list(runs)
+            latest = list(map(_SLOT, reversed(matches)))
             handlers = self._handlers
-            for group in order:
+            for group in sorted(runs, key=latest.index, reverse=True):
                 handlers[group](runs[group])
             self._flush()
             if self._on_block is not None:
