@@ -111,7 +111,9 @@ def cmd_patterns_test(args: argparse.Namespace) -> int:
     for failure in failures:
         print(failure)
     print(f"{total - len(failures)} passed, {len(failures)} failed")
-    return EXIT_INPUT if failures else EXIT_OK
+    if not total:
+        print("gw502d patterns test: no example lines to test", file=sys.stderr)
+    return EXIT_INPUT if failures or not total else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,14 +12,14 @@ import pytest
 from gw502d.daemon import config as config_module
 from gw502d.daemon.config import (
     DEFAULT_LOGS,
-    ConfigError,
-    Listen,
     Overrides,
     default_state_dir,
     load_config,
     read_config_file,
 )
 from gw502d.daemon.service import load
+from gw502d.errors import ConfigError
+from gw502d.export.listen import Listen
 from gw502d.source.spec import LogSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,12 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.tally import Key, Runs
-from gw502d.daemon.config import Listen
 from gw502d.daemon.counters import CauseKey, Counters
 from gw502d.daemon.logging import RepeatLimiter
 from gw502d.daemon.notify import watchdog_interval
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.http import Exporter, Site
+from gw502d.export.listen import Listen
 from gw502d.export.webconfig import load_web_config
 from gw502d.source.follower import LogStats
 from gw502d.source.spec import LogSpec

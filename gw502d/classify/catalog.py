@@ -13,7 +13,6 @@ A malformed file raises :class:`CatalogError` naming the file, the entry and the
 from __future__ import annotations
 
 import string
-import sysconfig
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gw502d.classify.predicates import PREDICATES, PROVIDES, VALUES
-from gw502d.classify.template import Compiled, TemplateError, compile_template
-from gw502d.parse import FORMATS
+from gw502d.parse import FORMATS, Compiled, TemplateError, compile_template
 
 SEVERITIES = ("critical", "error", "warning", "info")
 STATUSES = (502, 503, 504, 499, None)
@@ -113,11 +111,14 @@ class Catalog:
 
 
 def builtin_pattern_dir() -> Path:
-    """The shipped ``patterns/``: beside the package in a checkout, under share/ when installed."""
-    checkout = Path(__file__).resolve().parents[2] / "patterns"
-    if checkout.is_dir():
-        return checkout
-    return Path(sysconfig.get_path("data")) / "share" / "gw502d" / "patterns"
+    """The shipped catalog: ``gw502d/catalog`` when installed, ``patterns/`` in a checkout.
+
+    Built artifacts carry ``patterns/*.toml`` as the package data ``gw502d/catalog``
+    (pyproject.toml); a checkout or an editable install reads the repository's folder.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "catalog"
+    return installed if installed.is_dir() else package.parent / "patterns"
 
 
 def _need(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
@@ -286,8 +287,21 @@ def pattern_files(dirs: Iterable[Path]) -> list[Path]:
 
 def load_catalog(extra_dirs: Iterable[Path | str] = (), *, builtin: bool = True,
                  files: Iterable[Path | str] = ()) -> Catalog:
-    """Load the built-in catalog, then every ``*.toml`` in *extra_dirs*, then *files*."""
-    paths = pattern_files([builtin_pattern_dir()]) if builtin else []
+    """Load the built-in catalog, then every ``*.toml`` in *extra_dirs*, then *files*.
+
+    A built-in catalog that is missing or holds no incident is an error: a daemon without
+    it would follow logs, count nothing and look healthy.
+    """
+    paths = []
+    if builtin:
+        home = builtin_pattern_dir()
+        paths = pattern_files([home])
+        if not paths:
+            raise CatalogError(home, "catalog", "no pattern files (*.toml) here: the built-in "
+                               "incident catalog is missing, reinstall gw502d")
     paths += pattern_files(Path(d) for d in extra_dirs)
     paths += [Path(f) for f in files]
-    return Catalog(_merge([load_file(p) for p in paths]), tuple(str(p) for p in paths))
+    catalog = Catalog(_merge([load_file(p) for p in paths]), tuple(str(p) for p in paths))
+    if builtin and not catalog.keys:
+        raise CatalogError(home, "catalog", "the pattern files here define no incident")
+    return catalog

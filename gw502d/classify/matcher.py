@@ -27,10 +27,10 @@ from typing import Any
 
 from gw502d.classify.catalog import Catalog, Family, Incident
 from gw502d.classify.predicates import PREDICATES, VALUES
-from gw502d.classify.template import Compiled, Converter
 from gw502d.parse import FAMILIES
 from gw502d.parse.record import convert
 from gw502d.parse.record import facts as group_facts
+from gw502d.parse.template import Compiled, Converter
 
 Captures = tuple[tuple[str, Converter], ...]
 RawKey = tuple[bytes | None, ...]

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from gw502d.daemon import EXIT_CONFIG, EXIT_OK
-from gw502d.daemon.config import DEFAULT_PATH, ConfigError, Overrides
+from gw502d.daemon.config import DEFAULT_PATH, Overrides
+from gw502d.errors import ConfigError
 
 
 def _overrides(args: argparse.Namespace) -> Overrides:

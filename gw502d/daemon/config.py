@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from gw502d.errors import ConfigError
+from gw502d.export.listen import Listen, parse_listen
 from gw502d.source.spec import LogSpec
 
 DEFAULT_PATH = Path("/etc/gw502d/gw502d.toml")
@@ -36,15 +38,6 @@ KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
 LOG_KEYS = frozenset({"path", "family", "name"})
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names where, the key and why."""
-
-    def __init__(self, key: str, problem: str, source: str = "") -> None:
-        super().__init__(f"{source}: {key}: {problem}" if source else f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
-
-
 def default_state_dir() -> Path:
     """/var/lib/gw502d for root (systemd's StateDirectory=), the XDG state dir otherwise."""
     if os.geteuid() == 0:
@@ -52,18 +45,6 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
     return base / "gw502d"
-
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    """Where the HTTP server binds; an empty host means every address (IPv6 and IPv4)."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)  # no slots: the class attributes are the defaults parse_config uses
@@ -93,20 +74,6 @@ class Overrides:
     state_dir: Path | None = None
     web_config: Path | None = None
     pattern_dirs: tuple[Path, ...] = field(default=())
-
-
-def parse_listen(value: str) -> Listen:
-    """``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT``; ValueError says what is wrong."""
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        raise ValueError(f"{value!r} is not HOST:PORT (e.g. \":9502\" or \"127.0.0.1:9502\")")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{value!r}: put an IPv6 address in brackets, e.g. \"[::1]:9502\"")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
-    return Listen(host, int(port))
 
 
 class _Reader:

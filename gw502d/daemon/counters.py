@@ -25,12 +25,11 @@ import structlog
 from gw502d.classify.catalog import Catalog
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.tally import Key, Matches, OnWatched, Runs, Tally
-from gw502d.classify.template import compile_template
 from gw502d.daemon.events import IncidentEvents
 from gw502d.export.collector import Numbers
 from gw502d.export.incidents import LINE_CAP, RecentIncidents
 from gw502d.export.metric_names import ROOT_CAUSE_INCIDENTS, ROOT_CAUSE_NAMES
-from gw502d.parse import FORMATS
+from gw502d.parse import FORMATS, compile_template
 from gw502d.remediate import Context, advise, host_facts
 from gw502d.source.spec import LogSpec
 
@@ -81,7 +80,7 @@ def structure(catalog: Catalog, family: str | None) -> re.Pattern[bytes] | None:
             return None
         fmt = FORMATS.get(fam.name)
         forms = fmt.forms.values() if fmt is not None else ()
-        parts += [prefix, *(compile_template(f, frozenset()).regex for f in forms)]
+        parts += [prefix, *(compile_template(f).keeping(()).regex for f in forms)]
     if not parts:
         return None
     return re.compile(b"(?:" + "|".join(parts).encode() + b"|" + _CONTINUATION + b")",

@@ -23,9 +23,10 @@ import structlog
 from gw502d import __version__
 from gw502d.classify.catalog import Catalog, CatalogError, load_catalog
 from gw502d.daemon import EXIT_FAILED, EXIT_OK
-from gw502d.daemon.config import Config, ConfigError, Overrides, check_families, load_config
+from gw502d.daemon.config import Config, Overrides, check_families, load_config
 from gw502d.daemon.counters import Counters
 from gw502d.daemon.notify import Notifier, watchdog_interval
+from gw502d.errors import ConfigError
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import describe

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from gw502d import __version__
-from gw502d.daemon.config import Listen
+from gw502d.export.listen import Listen
 from gw502d.export.webconfig import WebConfig
 
 log = structlog.get_logger("gw502d.http")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gw502d.classify.template import compile_template
-from gw502d.parse import FORMATS
+from gw502d.parse import FORMATS, compile_template
 from gw502d.parse.record import ANSI
 
 # Strict shapes first; uWSGI's plain lines have no shape, so it is the fallback for any

@@ -5,8 +5,15 @@ lines of their own, without the prefix: they belong to the record above them.
 """
 
 from gw502d.parse.record import RecordFormat
+from gw502d.parse.template import CaptureType
+
+TYPES = {
+    "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
+    "LEVEL": CaptureType(r"[A-Z]++"),
+}
 
 FORMAT = RecordFormat(
     family="gunicorn",
     prefix="[{time:iso_time}] [{pid:int}] [{level:LEVEL}] ",
+    types=TYPES,
 )

@@ -9,7 +9,55 @@ peer of the upstream (its URI part can carry client text). nginx cuts a record a
 (NGX_MAX_ERROR_STR), so any trailing field may be missing or cut short.
 """
 
+import re
+
 from gw502d.parse.record import RecordFormat
+from gw502d.parse.template import CaptureType
+
+
+def _phase(mapping: dict[str, str]) -> CaptureType:
+    alternation = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    return CaptureType(f"(?:{alternation})", mapping.__getitem__)
+
+
+# nginx's "while ..." action strings (ngx_http_upstream.c, ngx_http_request.c) mapped to the
+# phase names the remediation and the metrics speak of.
+UPSTREAM_PHASES = {
+    "connecting to upstream": "connect",
+    "SSL handshaking to upstream": "connect",
+    "sending request to upstream": "send",
+    "reading response header from upstream": "read_header",
+    "reading upstream": "read_body",
+}
+# Phases in which nginx talks to the client; "... failed (32: Broken pipe)" here is the
+# client's doing, in an upstream phase it is the upstream's.
+CLIENT_PHASES = {
+    "reading client request line": "read_request",
+    "reading client request headers": "read_request",
+    "reading client request body": "read_body",
+    "sending to client": "send_response",
+    "sending response to client": "send_response",
+}
+# nginx notices a client gone in any phase: "client prematurely closed connection while
+# sending request to upstream" is the client's doing too.
+ANY_PHASES = {
+    **CLIENT_PHASES,
+    **{action: f"upstream_{phase}" for action, phase in UPSTREAM_PHASES.items()},
+}
+
+TYPES = {
+    # written out, not \d{4}: a branch that starts with a character class is skipped by sre
+    # without entering it when the first byte does not fit
+    "ngx_time": CaptureType(r"\d\d\d\d/\d\d/\d\d \d\d:\d\d:\d\d"),
+    "level": CaptureType(r"[a-z]++"),
+    # no comma: nginx's "server:" value (a server_name or listen address)
+    "field": CaptureType(r"[^,]*+"),
+    # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
+    "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"),
+    "ngx_phase": _phase(UPSTREAM_PHASES),
+    "ngx_client_phase": _phase(CLIENT_PHASES),
+    "ngx_any_phase": _phase(ANY_PHASES),
+}
 
 FORMAT = RecordFormat(
     family="nginx",
@@ -26,4 +74,5 @@ FORMAT = RecordFormat(
         ', client: {:field}, server: {:field}, request: "{:nospace} {:nospace} {:quoted}"'
         '[?, subrequest: "{:quoted}"], upstream: "{upstream:upstream}'
     ),
+    types=TYPES,
 )

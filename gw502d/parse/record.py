@@ -1,7 +1,7 @@
 """Records: a log line split into its structure (family, prefix fields, message, context).
 
 Each family module describes its line shapes as templates (see
-:mod:`gw502d.classify.template`); this module turns them into one parser. It serves
+:mod:`gw502d.parse.template`); this module turns them into one parser. It serves
 ``gw502d explain`` and the facts of reported incidents; the hot path never calls it, it
 uses the combined matcher compiled from the same templates.
 """
@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from gw502d.parse.template import CaptureType
 
 ANSI = re.compile(rb"\x1b\[[\d;]*m")
 
@@ -25,7 +27,8 @@ class RecordFormat:
     facts of a reported line); ``evidence_context`` is the same in the one complete shape the
     hot path accepts, without optional groups, which are slow in Python's regex engine;
     ``forms`` are other whole-line shapes (request logs, tracebacks) that identify the
-    family but are never incidents.
+    family but are never incidents; ``types`` are the capture types only this family
+    writes (its time format, nginx's phases).
     """
 
     family: str
@@ -33,16 +36,7 @@ class RecordFormat:
     context: str = ""
     evidence_context: str = ""
     forms: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A parsed line. ``kind`` is "message" or the name of the matching form."""
-
-    family: str | None
-    kind: str
-    fields: dict[str, Any]
-    message: str
+    types: Mapping[str, CaptureType] = field(default_factory=dict)
 
 
 def decode(raw: bytes) -> str:

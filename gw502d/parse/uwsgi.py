@@ -8,6 +8,13 @@ reports. Errors on a request use the ``uwsgi_req_error`` form (core/uwsgi.h):
 """
 
 from gw502d.parse.record import RecordFormat
+from gw502d.parse.template import CaptureType
+
+TYPES = {
+    "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
+    "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
+                                 r"\{rss usage: \d+ bytes/\d+MB\} "),
+}
 
 FORMAT = RecordFormat(
     family="uwsgi",
@@ -18,4 +25,5 @@ FORMAT = RecordFormat(
         "request_error": "[?{time:ctime} - ]{func:ident}(): {strerror:text} [{:token} line {:int}] "
                          "during {method:method} ",
     },
+    types=TYPES,
 )

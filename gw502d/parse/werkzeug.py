@@ -7,6 +7,12 @@ exception, e.g. ``BrokenPipeError: [Errno 32] Broken pipe``.
 """
 
 from gw502d.parse.record import RecordFormat
+from gw502d.parse.template import CaptureType
+
+TYPES = {
+    "clf_time": CaptureType(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"),
+    "ansi": CaptureType(r"(?:\x1b\[[\d;]*m)*"),
+}
 
 FORMAT = RecordFormat(
     family="werkzeug",
@@ -14,4 +20,5 @@ FORMAT = RecordFormat(
     forms={
         "request_log": '{client:token} - - [{time:clf_time}] "',
     },
+    types=TYPES,
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyparsing as pp
@@ -34,36 +34,8 @@ class CaptureType:
     convert: Converter = str
 
 
-def _phase(mapping: dict[str, str]) -> CaptureType:
-    alternation = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
-    return CaptureType(f"(?:{alternation})", mapping.__getitem__)
-
-
-# nginx's "while ..." action strings (ngx_http_upstream.c, ngx_http_request.c) mapped to the
-# phase names the remediation and the metrics speak of.
-NGX_UPSTREAM_PHASES = {
-    "connecting to upstream": "connect",
-    "SSL handshaking to upstream": "connect",
-    "sending request to upstream": "send",
-    "reading response header from upstream": "read_header",
-    "reading upstream": "read_body",
-}
-# Phases in which nginx talks to the client; "... failed (32: Broken pipe)" here is the
-# client's doing, in an upstream phase it is the upstream's.
-NGX_CLIENT_PHASES = {
-    "reading client request line": "read_request",
-    "reading client request headers": "read_request",
-    "reading client request body": "read_body",
-    "sending to client": "send_response",
-    "sending response to client": "send_response",
-}
-# nginx notices a client gone in any phase: "client prematurely closed connection while
-# sending request to upstream" is the client's doing too.
-NGX_ANY_PHASES = {
-    **NGX_CLIENT_PHASES,
-    **{action: f"upstream_{phase}" for action, phase in NGX_UPSTREAM_PHASES.items()},
-}
-
+# The capture types every family can use; each family module adds its own (times,
+# levels, nginx's phases) and :mod:`gw502d.parse` joins them.
 TYPES: dict[str, CaptureType] = {
     # Possessive (*+, ++) where the next literal can never be part of the capture: a
     # failed match then gives up at once instead of backtracking through the line.
@@ -77,27 +49,9 @@ TYPES: dict[str, CaptureType] = {
     # strerror() text inside "(errno: text)": bounded, so a failed match cannot run on
     "errtext": CaptureType(r"[^()]*+"),
     "rest": CaptureType(r".*"),
-    "level": CaptureType(r"[a-z]++"),
-    "LEVEL": CaptureType(r"[A-Z]++"),
     "method": CaptureType(r"[A-Z]++"),
-    # written out, not \d{4}: a branch that starts with a character class is skipped by sre
-    # without entering it when the first byte does not fit
-    "ngx_time": CaptureType(r"\d\d\d\d/\d\d/\d\d \d\d:\d\d:\d\d"),
-    "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
-    "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
-    "clf_time": CaptureType(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"),
-    "ansi": CaptureType(r"(?:\x1b\[[\d;]*m)*"),
     "nospace": CaptureType(r"[^ ]*+"),
     "quoted": CaptureType(r"[^ \"]*+"),
-    # no comma: nginx's "server:" value (a server_name or listen address)
-    "field": CaptureType(r"[^,]*+"),
-    # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
-    "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"),
-    "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
-                                 r"\{rss usage: \d+ bytes/\d+MB\} "),
-    "ngx_phase": _phase(NGX_UPSTREAM_PHASES),
-    "ngx_client_phase": _phase(NGX_CLIENT_PHASES),
-    "ngx_any_phase": _phase(NGX_ANY_PHASES),
 }
 
 
@@ -112,6 +66,7 @@ class Compiled:
     source: str
     regex: str
     captures: tuple[tuple[str, Converter], ...]
+    types: Mapping[str, CaptureType] = field(compare=False, repr=False)
     lead: str = ""  # the literal text the template starts with
     tail: str = ""  # the regex after the lead
 
@@ -126,7 +81,7 @@ class Compiled:
         With *tag*, groups are named ``{tag}_{name}`` so they can be found in a larger regex;
         *only* narrows captures to a regex of their own (``{name: regex}``).
         """
-        return compile_template(self.source, frozenset(names), tag, only)
+        return compile_template(self.source, self.types, frozenset(names), tag, only)
 
 
 def _grammar() -> pp.ParserElement:
@@ -165,10 +120,12 @@ def _parse(template: str) -> list[Any]:
     return parts
 
 
-def compile_template(template: str, keep: frozenset[str] | None = None,
-                     tag: str = "", only: Mapping[str, str] | None = None) -> Compiled:
+def compile_template(template: str, types: Mapping[str, CaptureType],
+                     keep: frozenset[str] | None = None, tag: str = "",
+                     only: Mapping[str, str] | None = None) -> Compiled:
     """Compile *template* into a regex body with one group per named capture.
 
+    *types* are the capture types it may use (:data:`gw502d.parse.CAPTURE_TYPES`).
     With *keep*, only those names become groups; the others match without capturing.
     *only* replaces the type's regex of the captures it names.
     """
@@ -184,10 +141,10 @@ def compile_template(template: str, keep: frozenset[str] | None = None,
                 out.append(f"(?:{emit(args[0])})?")
             else:
                 name, type_name = args
-                ctype = TYPES.get(type_name)
+                ctype = types.get(type_name)
                 if ctype is None:
                     raise TemplateError(
-                        f"unknown capture type {type_name!r} (known: {', '.join(sorted(TYPES))})"
+                        f"unknown capture type {type_name!r} (known: {', '.join(sorted(types))})"
                     )
                 regex = (only or {}).get(name, ctype.regex)
                 if not name or (keep is not None and name not in keep):
@@ -207,4 +164,4 @@ def compile_template(template: str, keep: frozenset[str] | None = None,
         re.compile(regex)
     except re.error as exc:  # pragma: no cover - the grammar only emits valid regexes
         raise TemplateError(f"template compiles to an invalid regex: {exc}") from exc
-    return Compiled(template, regex, tuple(captures), lead, tail)
+    return Compiled(template, regex, tuple(captures), types, lead, tail)
