@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Install everything the tests need on a fresh Debian machine, then run them.
+# Install everything the tests need on a fresh Debian 12 machine, then run them.
 # Real servers come from Debian (nginx, uWSGI, Prometheus/promtool, systemd-analyze) and
-# PyPI (gunicorn, Flask); every test binds 127.0.0.1 only. Extra arguments go to pytest.
+# PyPI (gunicorn, Flask); every test binds 127.0.0.1 only. The tests run on Debian's own
+# python3, in a virtual environment (PEP 668 keeps pip out of the system one) that gets
+# gw502d built and installed as users get it, not in editable mode. Extra arguments go to
+# pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -18,9 +21,14 @@ if [ ! -e "$policy" ]; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd >/dev/null
+  python3 python3-venv pipx nginx-light uwsgi-core uwsgi-plugin-python3 prometheus \
+  systemd >/dev/null
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+venv="${GW502D_TEST_VENV:-.venv}"
+/usr/bin/python3 -m venv "$venv"
+"$venv/bin/python3" -m pip install -q --disable-pip-version-check '.[test]'
+# shellcheck disable=SC1091 # created just above
+. "$venv/bin/activate"
 python3 -m ruff check gw502d tests bench
 python3 -m mypy
 python3 -m pytest "$@"

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon_e2e import (
+
+from tests.daemon import (
     DaemonProcess,
     config_text,
     feed_examples,
@@ -25,6 +26,8 @@ from test_daemon_e2e import (
     log_paths,
     wait_counts,
 )
+
+pytestmark = pytest.mark.servers
 
 
 def _tool(name: str) -> str:

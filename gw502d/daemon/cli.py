@@ -59,6 +59,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"state in {config.state_dir}")
     for spec in config.logs:
         print(f"  log {spec.name!r}: {spec.path} ({spec.family or 'any family'})")
+        problem = spec.problem()
+        if problem is not None:
+            print(f"gw502d check-config: warning: log {spec.name!r}: {spec.path}: {problem}",
+                  file=sys.stderr)
     return EXIT_OK
 
 

@@ -27,7 +27,7 @@ from gw502d.daemon.config import Config, Overrides, check_families, load_config
 from gw502d.daemon.counters import Counters
 from gw502d.daemon.notify import Notifier, watchdog_interval
 from gw502d.errors import ConfigError
-from gw502d.export.collector import Scrape, build_registry
+from gw502d.export.collector import Scrape, build_registry, followed
 from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import describe
 from gw502d.export.page import render_page
@@ -97,10 +97,16 @@ class Daemon:
                       self._reload_time)
 
     def _health(self) -> str | None:
+        """Why the daemon cannot do its job now, or None: a 503 with this reason."""
         if self._follower_failed:
             return "follower failed: see the log"
         if not self.follower.alive:
             return "follower not running (starting, stopping or stuck)"
+        if not self.counters.catalog.keys:
+            return "the incident catalog is empty: nothing can be counted"
+        if not followed(self.follower.stats()):
+            paths = ", ".join(s.path for s in self._loaded.config.logs)
+            return f"no configured log is being followed (missing or unreadable: {paths})"
         return None
 
     def _incidents(self) -> list[dict[str, object]]:

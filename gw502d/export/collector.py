@@ -149,6 +149,16 @@ def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterat
         unparsed_lines.add_metric([log], unparsed.get(log, 0))
     yield lag
     yield unparsed_lines
+    yield GaugeMetricFamily(m.LOGS_CONFIGURED, "Logs in the configuration ([[log]] tables)",
+                            value=len(logs))
+    yield GaugeMetricFamily(m.LOGS_FOLLOWED, "Configured logs with a file open now; fewer than "
+                            "configured means logs missing or unreadable",
+                            value=followed(logs))
+
+
+def followed(logs: dict[str, LogStats]) -> int:
+    """How many configured logs have a file open (a log being rotated counts)."""
+    return sum(1 for stats in logs.values() if stats.open_files)
 
 
 def build_registry(scrape: Callable[[], Scrape]) -> CollectorRegistry:

@@ -21,6 +21,8 @@ LOG_TRUNCATIONS = "gw502d_log_truncations_total"
 LOG_LONG_LINES = "gw502d_log_long_lines_total"
 LOG_READ_ERRORS = "gw502d_log_read_errors_total"
 LOG_OPEN_FILES = "gw502d_log_open_files"
+LOGS_FOLLOWED = "gw502d_logs_followed"
+LOGS_CONFIGURED = "gw502d_logs_configured"
 UNPARSED_LINES = "gw502d_unparsed_lines_total"
 RELOAD_SUCCESSFUL = "gw502d_config_last_reload_successful"
 RELOAD_TIMESTAMP = "gw502d_config_last_reload_success_timestamp_seconds"
@@ -29,7 +31,8 @@ BUILD_INFO = "gw502d_build_info"
 METRIC_NAMES: frozenset[str] = frozenset({
     INCIDENTS, REMEDIATION, LAST_INCIDENT, COMPANION_LINES, ROOT_CAUSES,
     LOG_LINES, LOG_BYTES, LOG_OFFSET, LOG_SIZE, LOG_LAG, LOG_ROTATIONS, LOG_TRUNCATIONS,
-    LOG_LONG_LINES, LOG_READ_ERRORS, LOG_OPEN_FILES, UNPARSED_LINES,
+    LOG_LONG_LINES, LOG_READ_ERRORS, LOG_OPEN_FILES, LOGS_FOLLOWED, LOGS_CONFIGURED,
+    UNPARSED_LINES,
     RELOAD_SUCCESSFUL, RELOAD_TIMESTAMP, BUILD_INFO,
 })
 

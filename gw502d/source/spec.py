@@ -9,6 +9,7 @@ import fnmatch
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,20 @@ class LogSpec:
     def matches(self, path: str) -> bool:
         """Whether ``path`` is this log."""
         return matches(self.path, path)
+
+    def problem(self) -> str | None:
+        """Why nothing of this log can be read now, or None (for ``check-config``)."""
+        paths = sorted(glob.glob(self.path)) if self.is_glob else [self.path]  # noqa: PTH207
+        if not paths:
+            return "matches no file now (followed when one appears)"
+        if any(Path(p).is_file() and os.access(p, os.R_OK) for p in paths):
+            return None
+        path = Path(paths[0])
+        if not path.exists():
+            return "does not exist now (followed when it appears)"
+        if not path.is_file():
+            return f"{path} is not a regular file"
+        return f"{path} is not readable by this user (uid {os.geteuid()})"
 
 
 def matches(pattern: str, path: str) -> bool:
