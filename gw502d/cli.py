@@ -15,11 +15,14 @@ from gw502d.classify.matcher import Classifier
 from gw502d.classify.selftest import check_examples
 from gw502d.daemon.cli import add_daemon_commands
 from gw502d.parse.detect import detect_family
-from gw502d.remediate import DEFAULT_WINDOW, remediation_for
-from gw502d.report import render
-from gw502d.report.scan import Occurrence, input_size, scan
+from gw502d.remediate.advice import remediation_for
+from gw502d.remediate.correlate import DEFAULT_WINDOW
+from gw502d.scan import render
+from gw502d.scan.engine import Occurrence, scan
+from gw502d.source import inputs
+from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
 
-EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 2, 64
+EXIT_OK, EXIT_INPUT = 0, 2
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
@@ -42,17 +45,17 @@ def _progress(total: int) -> Callable[[int], None] | None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    classifier = Classifier(_catalog(args))
+    catalog = _catalog(args)
     out = sys.stdout
 
     def emit(o: Occurrence) -> None:
         out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
 
-    progress = _progress(input_size(args.paths))
+    progress = _progress(inputs.size(args.paths))
     # A scan makes and frees a match object per incident line by reference counting and
     # keeps no cycles; the cyclic collector would only walk them again (~10% of a storm).
     gc.disable()
-    result = scan(classifier, args.paths, max_line=args.max_line,
+    result = scan(catalog, args.paths, max_line=args.max_line,
                   on_occurrence=emit if args.format == "jsonl" else None, progress=progress,
                   window=args.correlation_window)
     if progress is not None:
@@ -63,7 +66,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     elif args.format == "text":
         out.write(render.text(result))
     for error in result.errors:
-        print(f"gw502d scan: {error}", file=sys.stderr)
+        print(f"gw502d scan: {render.printable(error)}", file=sys.stderr)
     return EXIT_INPUT if result.errors else EXIT_OK
 
 
@@ -116,6 +119,18 @@ def cmd_patterns_test(args: argparse.Namespace) -> int:
     return EXIT_INPUT if failures or not total else EXIT_OK
 
 
+def _max_line(text: str) -> int:
+    """argparse type of --max-line: a usage error, not a traceback, when out of range."""
+    low, high = MAX_LINE_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high} bytes")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gw502d", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gw502d {__version__}")
@@ -125,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scan", help="classify log files offline and report")
     p.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
-    p.add_argument("--max-line", type=int, default=65536, help="long-line cap in bytes")
+    p.add_argument("--max-line", type=_max_line, default=MAX_LINE, metavar="BYTES",
+                   help=f"long-line cap in bytes ({MAX_LINE_RANGE[0]} to {MAX_LINE_RANGE[1]})")
     p.add_argument("--correlation-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
                    help="how close in time a backend event must be to explain an nginx one")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, .gz, or -")

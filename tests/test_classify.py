@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.predicates import (
@@ -25,6 +26,12 @@ MESSAGES = [
     b"*** HARAKIRI ON WORKER 1 (pid: 2, try: 1) ***",
     b"DAMN ! worker 1 (pid: 1) died, killed by signal 9 :( trying respawn ...",
 ]
+
+
+def tally_of(*lines: bytes) -> Tally:
+    tally = Tally(CLASSIFIER)
+    tally.count(Block("app", None, list(lines), 0.0))
+    return tally
 
 
 def incident(line: bytes) -> str | None:
@@ -53,12 +60,46 @@ def test_upstream_is_read_at_its_position_not_from_the_referrer():
             b'referrer: "http://e/?, upstream: \\"http://6.6.6.6:80\\""')
     hit = CLASSIFIER.classify(line)
     assert hit is not None and hit.facts["upstream"] == "uwsgi://127.0.0.1:3031"
-    tally = Tally(CLASSIFIER)
-    tally.feed([line])
-    k = tally.keys.index(("upstream_header_too_big", "nginx"))
-    evidence = tally.evidence_for(k)
-    assert evidence is not None
-    assert evidence.facts()[0][0] == {"upstream": "uwsgi://127.0.0.1:3031"}
+    assert evidence(tally_of(line)) == {"upstream": "uwsgi://127.0.0.1:3031"}
+
+
+def evidence(tally: Tally, key: tuple[str, str] = ("upstream_header_too_big", "nginx")) -> object:
+    found = tally.evidence_for(tally.keys.index(key))
+    assert found is not None
+    return found.facts()[0][0]
+
+
+TOO_BIG = NGX + b"upstream sent too big header while reading response header from upstream"
+
+
+def test_a_second_upstream_field_means_none_is_trusted():
+    """nginx before 1.21.1 takes spaces in the request line, and Host and Referer come after
+    the upstream field: when a line has two, the client wrote one of them."""
+    real = b', upstream: "uwsgi://127.0.0.1:3031"'
+    forged = b', upstream: "http://6.6.6.6:1'
+    for line in (
+        TOO_BIG + b', client: 1.2.3.4, server: x, request: "GET /a HTTP/1.1"' + forged
+        + b'"' + real + b', host: "x"',  # in an HTTP/0.9-style request line
+        TOO_BIG + b', client: 1.2.3.4, server: x, request: "GET /a HTTP/1.1"' + real
+        + b', host: "x' + forged + b'"',  # in the Host header
+    ):
+        hit = CLASSIFIER.classify(line)
+        assert hit is not None and "upstream" not in hit.facts, line
+        assert evidence(tally_of(line)) == {}
+
+
+def test_on_a_line_nginx_may_have_cut_the_upstream_is_not_trusted():
+    """nginx cuts a record at 2047 bytes: the real upstream field may be gone and one
+    forged in the request line left."""
+    head = TOO_BIG + b', client: 1.2.3.4, server: x, request: "GET /'
+    forged = b' HTTP/1.1", upstream: "http://6.6.6.6:1", host: "'
+    line = head + b"a" * 10 + forged
+    line += b"z" * (2047 - len(line))
+    hit = CLASSIFIER.classify(line)
+    assert hit is not None and "upstream" not in hit.facts
+    assert evidence(tally_of(line)) == {}
+    shorter = line[:-10]
+    assert CLASSIFIER.classify(shorter).facts["upstream"] == "http://6.6.6.6:1"  # type: ignore[union-attr]
 
 
 def test_near_misses_stay_benign():
@@ -93,21 +134,18 @@ def test_the_regex_decides_the_predicate_as_the_predicate_would(size, zeros):
     assert hit is not None
     spelled = block_size_spells_method({"block_size": size})
     assert hit.incident.id == ("protocol_mismatch" if spelled else "request_block_too_big")
-    tally = Tally(CLASSIFIER)
-    tally.feed([line])
-    assert tally.count(hit.incident.id, "uwsgi") == 1
+    assert tally_of(line).counted(hit.incident.id, "uwsgi") == 1
 
 
 def test_companion_lines_are_not_counted_as_incidents():
-    tally = Tally(CLASSIFIER)
-    tally.feed([
+    tally = tally_of(
         b"SIGPIPE: writing to a closed pipe/socket/fd (probably the client disconnected) on "
         b"request /x (ip 1.2.3.4) !!!",
         b"Thu May  2 10:00:00 2024 - uwsgi_response_write_body_do(): Broken pipe "
         b"[core/writer.c line 429] during GET /x (1.2.3.4)",
         b"OSError: write error",
-    ])
-    assert tally.count("client_disconnect", "uwsgi") == 1
+    )
+    assert tally.counted("client_disconnect", "uwsgi") == 1
     assert sum(tally.companions) == 2
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from gw502d.classify.catalog import load_catalog
-from gw502d.classify.matcher import Classifier
-from gw502d.remediate import Advice, advise_tally
+from gw502d.remediate.advice import Advice, Context, advise_seen
 from gw502d.remediate.nginx import render
-from gw502d.report.scan import ScanResult, scan
+from gw502d.scan.engine import ScanResult, scan
 from tests.servers.harness import (
     DEFAULT_NGINX_USER,
     Gunicorn,
@@ -34,7 +33,7 @@ from tests.servers.provoke import Via, http_request, pass_block, status_of
 
 pytestmark = pytest.mark.servers
 
-CLASSIFIER = Classifier(load_catalog())
+CATALOG = load_catalog()
 Backend = Uwsgi | Gunicorn
 Request = tuple[str, Mapping[str, str]]
 
@@ -47,18 +46,18 @@ class Outcome:
     result: ScanResult
 
     def advice(self, incident: str, source: str) -> Advice:
-        tally = self.result.tally
-        k = tally.keys.index((incident, source))
-        assert tally.counts[k], f"{incident} ({source}) not seen: {self.seen()}"
-        return advise_tally(tally, k, self.result.correlator)
+        assert self.seen().get((incident, source)), \
+            f"{incident} ({source}) not seen: {self.seen()}"
+        context = Context(tallies=self.result.tallies, correlator=self.result.correlator)
+        return advise_seen(CATALOG.incident(incident, source), context)
 
     def seen(self) -> dict[tuple[str, str], int]:
-        tally = self.result.tally
-        return {key: n for key, n in zip(tally.keys, tally.counts, strict=True) if n}
+        counts, _, _ = self.result.tallies.totals()
+        return {key: n for key, n in counts.items() if n}
 
     def failures(self) -> dict[tuple[str, str], int]:
         """Incidents behind a 502/504 still in the logs."""
-        catalog = CLASSIFIER.catalog
+        catalog = CATALOG
         return {key: n for key, n in self.seen().items()
                 if catalog.incident(*key).status in (502, 504)}
 
@@ -77,7 +76,7 @@ def run_round(backend: Callable[[Path], Backend], location: Callable[[Backend, P
             if settle is not None:
                 wait_for_line(app.log_path, settle, 6)
             time.sleep(0.5)  # lines written after the answer (uWSGI's complaint, a respawn)
-        result = scan(CLASSIFIER, [str(nginx.log_path), str(app.log_path)])
+        result = scan(CATALOG, [str(nginx.log_path), str(app.log_path)])
         return Outcome(statuses, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

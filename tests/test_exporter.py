@@ -14,10 +14,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import pytest
@@ -25,10 +23,10 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from gw502d.classify.catalog import load_catalog
-from gw502d.classify.tally import Key, Runs
-from gw502d.daemon.counters import CauseKey, Counters
 from gw502d.daemon.logging import RepeatLimiter
 from gw502d.daemon.notify import watchdog_interval
+from gw502d.daemon.pipeline import Pipeline, Settings
+from gw502d.daemon.totals import Totals
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.http import Exporter, Site
 from gw502d.export.listen import Listen
@@ -52,98 +50,6 @@ def timeout_line(upstream: str, client: str = "10.0.0.1") -> bytes:
 BLOCK = b"invalid request block size: 4363 (max 4096)...skip"
 SIGPIPE = (b"SIGPIPE: writing to a closed pipe/socket/fd (probably the client disconnected) "
            b"on request /x (ip 10.0.0.7) !!!")
-
-
-def counters(**kwargs: Any) -> Counters:
-    return Counters(CATALOG, [NGINX, UWSGI, ANY], incidents_buffer=10, redact=True, **kwargs)
-
-
-def test_counts_per_pair_summed_over_family_tallies() -> None:
-    c = counters()
-    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000"), b"not nginx at all"])
-    c.feed(UWSGI, UWSGI.path, [BLOCK, SIGPIPE, b"*** Starting uWSGI ***"])
-    c.feed(ANY, "/var/log/app/a.log", [timeout_line("http://127.0.0.1:8000"), BLOCK])
-    n = c.numbers()
-    assert n.incidents[("upstream_timeout", "nginx")] == 2
-    assert n.incidents[("request_block_too_big", "uwsgi")] == 2
-    assert set(n.incidents) == set(CATALOG.keys)
-    assert n.companions[("client_disconnect", "uwsgi")] == 1
-    assert n.companions[("worker_died", "uwsgi")] == 0
-    # An nginx log's line without nginx's prefix is unparsed; uWSGI lines have no prefix.
-    assert n.unparsed == {"nginx": 1}
-    assert "http://127.0.0.1:8000" in n.remediation[("upstream_timeout", "nginx")]
-    assert "read_header" in n.remediation[("upstream_timeout", "nginx")]
-    assert n.last_seen[("upstream_timeout", "nginx")] > time.time() - 60
-    assert n.last_seen[("worker_timeout", "gunicorn")] == 0
-    assert len(n.root_causes) == 21 and not any(n.root_causes.values())
-
-
-def test_remediation_follows_the_most_common_evidence() -> None:
-    c = counters()
-    c.feed(NGINX, NGINX.path, [timeout_line("http://10.1.1.1:80")])
-    c.feed(NGINX, NGINX.path, [timeout_line("http://10.2.2.2:80")] * 3)
-    assert "http://10.2.2.2:80" in c.numbers().remediation[("upstream_timeout", "nginx")]
-    c.feed(NGINX, NGINX.path, [timeout_line("http://10.1.1.1:80")] * 3)
-    assert "http://10.1.1.1:80" in c.numbers().remediation[("upstream_timeout", "nginx")]
-
-
-def test_snapshot_restores_into_a_new_process() -> None:
-    class Harakiri:
-        """A stand-in correlator: calls every upstream timeout a harakiri."""
-
-        watched = frozenset({("upstream_timeout", "nginx")})
-        correlator = None
-
-        def observe(self, keys: Sequence[Key], runs: Runs, when: float,
-                    causes: dict[CauseKey, int]) -> None:
-            for k, _, matches in runs:
-                if keys[k] == ("upstream_timeout", "nginx"):
-                    causes[("upstream_timeout", "worker_harakiri")] += len(matches)
-
-    c = counters(correlator=Harakiri())
-    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")] * 2)
-    c.feed(UWSGI, UWSGI.path, [BLOCK, SIGPIPE])
-    saved = c.snapshot()
-    assert saved["incidents"]["upstream_timeout"]["nginx"] == 2
-    fresh = counters()
-    fresh.restore(saved)
-    before, after = c.numbers(), fresh.numbers()
-    # Per-log numbers start again with the process, like the follower's own.
-    assert after == replace(before, unparsed={})
-    assert after.root_causes[("upstream_timeout", "worker_harakiri")] == 2
-    fresh.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")])
-    assert fresh.numbers().incidents[("upstream_timeout", "nginx")] == 3
-
-
-def test_restore_skips_what_it_cannot_use() -> None:
-    c = counters()
-    with structlog.testing.capture_logs() as logs:
-        c.restore({"incidents": {"upstream_timeout": {"nginx": -1, "uwsgi": "x"},
-                                 "worker_died": {"uwsgi": 4}, "gone": 3},
-                   "last_seen": "never"})
-    assert c.numbers().incidents[("worker_died", "uwsgi")] == 4
-    assert c.numbers().incidents[("upstream_timeout", "nginx")] == 0
-    assert len([e for e in logs if e["log_level"] == "warning"]) == 4
-
-
-def test_reload_never_resets_and_drops_nothing() -> None:
-    c = counters()
-    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")] * 2)
-    c.feed(UWSGI, UWSGI.path, [SIGPIPE])
-    before = c.numbers()
-    c.reload(CATALOG, [NGINX], incidents_buffer=1, redact=False)
-    after = c.numbers()
-    assert after.incidents == before.incidents
-    assert after.companions == before.companions
-    assert after.last_seen == before.last_seen
-    assert after.remediation == before.remediation  # the evidence carries over too
-    c.feed(NGINX, NGINX.path, [timeout_line("http://127.0.0.1:8000")])
-    # A log that left the config may still deliver a last block: it counts as well.
-    c.feed(UWSGI, UWSGI.path, [BLOCK])
-    n = c.numbers()
-    assert n.incidents[("upstream_timeout", "nginx")] == 3
-    assert n.incidents[("request_block_too_big", "uwsgi")] == 1
-    assert len(c.recent.copy()) == 1
 
 
 def test_repeated_warnings_are_limited() -> None:
@@ -186,8 +92,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def serve(tmp_path: Path, web_yaml: str | None) -> tuple[Exporter, Counters]:
-    c = counters()
+def serve(tmp_path: Path, web_yaml: str | None) -> tuple[Exporter, Pipeline]:
+    c = Pipeline(CATALOG, [NGINX], Settings(incidents_buffer=10, redact=True, window=5.0),
+                 Totals())
     web = None
     if web_yaml is not None:
         path = tmp_path / "web.yml"

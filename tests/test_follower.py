@@ -12,6 +12,7 @@ writer is ``python tests/test_follower.py write CONFIG`` (``write_main``).
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import os
 import random
@@ -671,6 +672,152 @@ def test_rotation_and_copytruncate_while_stopped_are_caught_up(tmp_path: Path) -
     assert_exactly_once(numbers(lines, b"r"), nr, "renamed while stopped")
     assert_exactly_once(numbers(lines, b"c"), nc, "copytruncated while stopped")
     assert (stats["r"].rotations, stats["c"].truncations) == (1, 1)
+
+
+@pytest.mark.parametrize("inotify", MODES)
+def test_five_renames_within_milliseconds_lose_nothing(tmp_path: Path, inotify: bool) -> None:
+    """logrotate run five times in a row: four files are rotated away before any look saw
+    them; they are rotated names written to since the last look, and are read whole."""
+    log = tmp_path / "app.log"
+    w = Writer(log, pause=0.0)
+    sink = Sink()
+    with following([spec(log)], sink, stat_interval=interval(inotify),
+                   use_inotify=inotify) as f:
+        for _ in range(240):
+            w.write_line()
+        sink.wait(240)
+        for k in range(1, 6):
+            os.rename(log, f"{log}.{k}")
+            w.reopen(late=0)
+            for _ in range(240):
+                w.write_line()
+        os.close(w.fd)
+        n = w.n
+        wait_until(lambda: len(sink.lines()) >= n, what=f"{n} lines")
+        time.sleep(0.3)
+        assert f.stats()["app"].rotations >= 1
+    assert_exactly_once(numbers(sink.lines(), b"w"), n, "five quick renames")
+
+
+def test_a_rename_every_50ms_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    w = Writer(log, pause=0.0005)
+    sink = Sink()
+    with following([spec(log)], sink, stat_interval=30.0, use_inotify=True):
+        w.start()
+        for k in range(1, 41):
+            time.sleep(0.05)
+            with w.lock:
+                os.rename(log, f"{log}.{k}")
+                w.reopen(late=3)
+        n = w.finish()
+        wait_until(lambda: len(sink.lines()) >= n, timeout=20, what=f"{n} lines")
+        time.sleep(0.3)
+    assert_exactly_once(numbers(sink.lines(), b"w"), n, "a rename every 50 ms")
+
+
+def test_two_rotations_while_stopped_are_caught_up(tmp_path: Path) -> None:
+    """The daemon is down for two logrotates: the file it followed is found by inode, the
+    one created and rotated away meanwhile as a rotated name written after the snapshot."""
+    log = tmp_path / "app.log"
+    w = Writer(log)
+    specs = [spec(log)]
+    sink = Counting()
+    with following(specs, sink, state_dir=tmp_path / "st", stat_interval=0.05,
+                   use_inotify=False, snapshot_extra=sink.extra):
+        for _ in range(500):
+            w.write_line()
+        wait_until(lambda: sink.total >= 500, what="500 lines")
+    for k in (1, 2):  # while stopped: rename + create, twice, lines in between
+        for _ in range(500):
+            w.write_line()
+        if k == 2:
+            os.rename(f"{log}.1", f"{log}.2")
+        os.rename(log, f"{log}.1")
+        w.reopen(late=10)
+    for _ in range(500):
+        w.write_line()
+    sink2, _ = restart(tmp_path, specs)
+    with following(specs, sink2, state_dir=tmp_path / "st", stat_interval=0.05,
+                   use_inotify=False, start_at="end", snapshot_extra=sink2.extra) as f:
+        n = w.n
+        wait_until(lambda: sink2.total >= n, what=f"{n} lines")
+        time.sleep(0.3)
+        assert f.stats()["app"].rotations == 1
+    os.close(w.fd)
+    assert sink2.total == n
+    assert_exactly_once(numbers(sink.lines() + sink2.lines(), b"w"), n, "two rotations")
+
+
+@pytest.mark.parametrize("inotify", MODES)
+def test_truncated_in_place_to_a_prefix_reads_only_what_is_new(tmp_path: Path,
+                                                                inotify: bool) -> None:
+    """``truncate`` to the first 10 lines, then 300 more: the 10 kept lines were read
+    already and are not counted again."""
+    log = tmp_path / "app.log"
+    data = b"".join(b"w %d\n" % i for i in range(500))
+    log.write_bytes(data)
+    sink = Sink()
+    with following([spec(log)], sink, stat_interval=interval(inotify),
+                   use_inotify=inotify) as f:
+        sink.wait(500)
+        kept = sum(len(line) + 1 for line in data.split(b"\n")[:10])
+        with log.open("r+b") as fh:
+            fh.truncate(kept)
+            fh.seek(kept)
+            fh.write(b"".join(b"n %d\n" % i for i in range(300)))
+        sink.wait(800)
+        time.sleep(0.3)
+        stats = f.stats()["app"]
+    assert len(sink.lines()) == 800
+    assert_exactly_once(numbers(sink.lines(), b"n"), 300, "appended after the truncate")
+    assert stats.truncations == 1 and stats.lost_bytes == 0  # all of it was read before
+
+
+def test_open_files_are_bounded_and_idle_files_reopened_by_identity(tmp_path: Path) -> None:
+    """400 matched files and room for 32 descriptors: the quiet ones are closed, and a line
+    appended to any of them later is still read exactly once."""
+    d = tmp_path / "many"
+    d.mkdir()
+    paths = [d / f"f{i:03d}.log" for i in range(400)]
+    for i, path in enumerate(paths):
+        path.write_bytes(b"a %d\n" % i)
+    sink = Sink()
+    with following([LogSpec(str(d / "*.log"), "many", None)], sink, stat_interval=0.05,
+                   use_inotify=True, max_open=32) as f:
+        sink.wait(400)
+        wait_until(lambda: f.stats()["many"].open_files <= 32, what="descriptors closed")
+        assert f.stats()["many"].files == 400
+        for i, path in enumerate(paths):
+            with path.open("ab") as fh:
+                fh.write(b"b %d\n" % i)
+        sink.wait(800, timeout=20)
+        rotated = paths[7]
+        os.rename(rotated, f"{rotated}.1")  # a closed file rotated away: found by inode
+        rotated.write_bytes(b"c 7\n")
+        sink.wait(801)
+        wait_until(lambda: f.stats()["many"].open_files <= 32, what="descriptors closed again")
+        stats = f.stats()["many"]
+    assert stats.lost_bytes == 0 and stats.files >= 400
+    assert_exactly_once(numbers(sink.lines(), b"a"), 400, "first lines")
+    assert_exactly_once(numbers(sink.lines(), b"b"), 400, "lines added to closed files")
+
+
+def test_a_glob_reports_what_it_does_not_follow(tmp_path: Path) -> None:
+    """A compressed rotated file and a FIFO matched by a glob are said, never read."""
+    (tmp_path / "app.log").write_bytes(b"w 0\n")
+    (tmp_path / "old.log").write_bytes(gzip.compress(b"w 1\n" * 100))
+    os.mkfifo(tmp_path / "pipe.log")
+    sink = Sink()
+    with capture_logs() as logs, following([LogSpec(str(tmp_path / "*.log"), "g", None)],
+                                           sink, stat_interval=0.05, use_inotify=False) as f:
+        sink.wait(1)
+        wait_until(lambda: f.stats()["g"].skipped_files == 2, what="two skipped")
+        time.sleep(0.2)
+    assert sink.lines() == [b"w 0"]
+    said = {e["path"]: e["why"] for e in logs if e["event"] == "not following"}
+    assert said == {str(tmp_path / "old.log"): "compressed (gzip): a glob should not match "
+                    "rotated files", str(tmp_path / "pipe.log"): "not a regular file"}
 
 
 def test_snapshots_are_consistent_with_the_extra(tmp_path: Path) -> None:

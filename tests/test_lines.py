@@ -1,16 +1,12 @@
-"""LineSplitter and iter_lines: blocks in, complete lines out, memory bounded by the cap."""
+"""LineSplitter: blocks in, complete lines out, memory bounded by the cap."""
 
 from __future__ import annotations
-
-import io
-import tracemalloc
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gw502d.source.lines import BLOCK_SIZE, LineSplitter, iter_lines
+from gw502d.source.lines import BLOCK_SIZE, LineSplitter
 
 
 def expected(data: bytes, cap: int) -> tuple[list[bytes], int, bytes]:
@@ -88,36 +84,6 @@ def test_a_long_line_inside_one_block_is_found() -> None:
     out = s.feed(block)
     assert out == [b"a"] * 50 + [b"y" * 100] + [b"b"] * 50
     assert s.long_lines == 1
-
-
-def test_memory_stays_bounded_for_100mb_without_newlines(tmp_path: Path) -> None:
-    path = tmp_path / "nonl.log"
-    chunk = b"z" * BLOCK_SIZE
-    with path.open("wb") as f:
-        for _ in range(100):
-            f.write(chunk)
-        f.write(b"\nnext\n")
-    del chunk
-    tracemalloc.start()
-    try:
-        with path.open("rb", buffering=0) as f:
-            got = [line for lines in iter_lines(f) for line in lines]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [len(line) for line in got] == [65536, 4]
-    # One block being read and one being split, plus the capped head: never the line.
-    assert peak < 3 * BLOCK_SIZE + 4 * 65536, peak
-
-
-def test_iter_lines_yields_per_block_and_the_unterminated_last_line() -> None:
-    data = b"".join(b"line %d\n" % i for i in range(300_000)) + b"tail"
-    chunks = list(iter_lines(io.BytesIO(data)))
-    assert len(chunks) > 1
-    flat = [line for lines in chunks for line in lines]
-    assert flat[0] == b"line 0" and flat[-2] == b"line 299999" and flat[-1] == b"tail"
-    assert len(flat) == 300_001
-    assert list(iter_lines(io.BytesIO(b""))) == []
 
 
 def test_max_line_must_be_positive() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.tally import Tally
@@ -38,7 +39,7 @@ def test_real_server_line_classifies(scenario, tmp_path):
     capture = scenario.run(tmp_path)
     key = f"{capture.family}-{capture.scenario}"
     tally = Tally(CLASSIFIER)
-    tally.feed(capture.lines)
+    tally.count(Block(key, None, capture.lines, 0.0))
     counted = {incident for (incident, source), n in zip(tally.keys, tally.counts, strict=True)
                if n and source == capture.family}
     if key in NO_INCIDENT_LINE:

@@ -22,13 +22,15 @@ from typing import Any
 
 import pytest
 
+from gw502d.classify.block import Block
 from gw502d.classify.catalog import Incident, load_catalog
+from gw502d.classify.events import Event
 from gw502d.classify.matcher import Classifier
-from gw502d.classify.tally import Tally
-from gw502d.remediate import Advice, Context, Correlator, Event, HostFacts, advise, host_facts
-from gw502d.remediate.advice import MAX_TEXT
+from gw502d.classify.tally import Tallies
+from gw502d.remediate.advice import MAX_TEXT, Advice, Context, advise
 from gw502d.remediate.backend import UWSGI_MAX_PACKET, listen_backlog, uwsgi_buffer_size
-from gw502d.remediate.correlate import CAUSES
+from gw502d.remediate.correlate import CAUSES, Correlator
+from gw502d.remediate.host import HostFacts, host_facts
 from gw502d.remediate.nginx import FAMILIES, Upstream, header_buffers, render, size_text
 from tests.servers.harness import Nginx, Uwsgi, free_port, make_workdir
 from tests.servers.provoke import uwsgi_packet
@@ -228,13 +230,14 @@ def test_socket_permission_names_the_nginx_user_of_this_host() -> None:
 
 def test_client_disconnects_point_at_slowness_only_with_timeouts(tmp_path: Path) -> None:
     incident = CATALOG.incident("client_disconnect", "uwsgi")
-    tally = Tally(CLASSIFIER)
-    assert "Benign" in advise(incident, [], Context(HOSTS[0], (tally,))).text
-    tally.feed([b'2024/05/01 10:00:00 [error] 1#1: *7 upstream timed out (110: Connection '
-                b'timed out) while reading response header from upstream, client: 1.2.3.4, '
-                b'server: x, request: "GET / HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031", '
-                b'host: "x"'])
-    slow = advise(incident, [], Context(HOSTS[0], (tally,)))
+    tallies = Tallies(CATALOG)
+    assert "Benign" in advise(incident, [], Context(HOSTS[0], tallies)).text
+    tallies.count(Block("nginx", None, [
+        b'2024/05/01 10:00:00 [error] 1#1: *7 upstream timed out (110: Connection '
+        b'timed out) while reading response header from upstream, client: 1.2.3.4, '
+        b'server: x, request: "GET / HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031", '
+        b'host: "x"'], 0.0))
+    slow = advise(incident, [], Context(HOSTS[0], tallies))
     assert "too slow" in slow.text and slow.uwsgi["ignore-sigpipe"] == "true"
 
 

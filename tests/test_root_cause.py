@@ -11,17 +11,21 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
-from gw502d.classify.matcher import Classifier
-from gw502d.classify.tally import Tally
-from gw502d.daemon.counters import Counters
-from gw502d.remediate import Correlator, Event, LineCorrelator
-from gw502d.remediate.correlate import CAUSES, WATCHED, Timeline, line_time
+from gw502d.classify.events import EVENT_FACTS, Event
+from gw502d.classify.tally import Tallies
+from gw502d.daemon.pipeline import Pipeline, Settings
+from gw502d.daemon.totals import Totals
+from gw502d.parse.times import line_time
+from gw502d.remediate.correlate import CAUSES, Correlator
+from gw502d.remediate.root_causes import RootCauses, Timeline
 from gw502d.source.spec import LogSpec
 from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
 from tests.servers.provoke import (
@@ -36,7 +40,7 @@ from tests.servers.provoke import (
     uwsgi_worker_harakiri,
 )
 
-CLASSIFIER = Classifier(load_catalog())
+CATALOG = load_catalog()
 UWSGI_UP = {"upstream": "uwsgi://127.0.0.1:3031"}
 HTTP_UP = {"upstream": "http://127.0.0.1:8000"}
 
@@ -51,11 +55,12 @@ def close(t: float | None, upstream: dict[str, str] = UWSGI_UP) -> Event:
 
 def test_line_times_of_each_family() -> None:
     local = time.mktime((2024, 5, 2, 10, 0, 0, 0, 0, -1))
-    assert line_time("nginx", {"time": "2024/05/02 10:00:00"}) == local
-    assert line_time("uwsgi", {"time": "Thu May  2 10:00:00 2024"}) == local
-    assert line_time("gunicorn", {"time": "2024-05-02 10:00:00 +0000"}) == 1714644000.0
-    assert line_time("gunicorn", {"time": "2024-05-02 10:00:00"}) == local
-    assert line_time("uwsgi", {}) is None and line_time("nginx", {"time": "garbage"}) is None
+    assert line_time("nginx", "2024/05/02 10:00:00") == local
+    assert line_time("uwsgi", "Thu May  2 10:00:00 2024") == local
+    assert line_time("gunicorn", "2024-05-02 10:00:00 +0000") == 1714644000.0
+    assert line_time("gunicorn", "2024-05-02 10:00:00") == local
+    assert line_time("werkzeug", "2024/05/02 10:00:00") is None
+    assert line_time("nginx", "garbage") is None
 
 
 def test_pairs_within_the_window_either_order() -> None:
@@ -147,21 +152,29 @@ NGINX_CLOSE = (b'2024/05/02 10:00:01 [error] 9#9: *1 upstream prematurely closed
 HARAKIRI = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 1) ***"
 
 
-def test_daemon_hook_on_real_lines() -> None:
-    hook, causes = LineCorrelator(), {}
-    keys = CLASSIFIER.catalog.keys
-    tally = Tally(CLASSIFIER, lambda runs: hook.observe(keys, runs, time.time(), causes),
-                  watch=hook.watched)
-    tally.feed([HARAKIRI, NGINX_CLOSE, b"not an incident"])
-    assert causes == {("upstream_premature_close", "worker_harakiri"): 1}
+def counted(lines: list[bytes], *stages: Callable[[Block], None], now: float = 0.0) -> Block:
+    """*lines* through a tally (capturing the event facts) and then *stages*."""
+    block = Block("app", None, lines, now)
+    Tallies(CATALOG, capture=EVENT_FACTS).count(block)
+    for stage in stages:
+        stage(block)
+    return block
+
+
+def test_daemon_stage_on_real_lines() -> None:
+    live = RootCauses(CATALOG.keys)
+    counted([HARAKIRI, NGINX_CLOSE, b"not an incident"], live.observe, now=time.time())
+    assert {k: n for k, n in live.counts.items() if n} == {
+        ("upstream_premature_close", "worker_harakiri"): 1}
+    assert len(live.counts) == 21  # every pair exists from the start
 
 
 def test_a_block_of_identical_events_pairs_as_many() -> None:
     """The hits of one block become one event per distinct (time, facts), with a count."""
-    timeline = Timeline()
-    tally = Tally(CLASSIFIER, timeline.hook(CLASSIFIER.catalog.keys), watch=WATCHED)
+    timeline = Timeline(CATALOG.keys)
     died = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
-    tally.feed([NGINX_CLOSE] * 5 + [died, b"invalid request block size: 4363 (max 4096)...skip"])
+    counted([NGINX_CLOSE] * 5 + [died, b"invalid request block size: 4363 (max 4096)...skip"],
+            timeline.add)
     events = timeline._dated + [(None, None, None, e) for e in timeline._undated]
     assert sorted((e.incident, e.n) for *_, e in events) == [
         ("request_block_too_big", 1), ("upstream_premature_close", 5), ("worker_died", 1)]
@@ -172,25 +185,20 @@ def test_a_block_of_identical_events_pairs_as_many() -> None:
 
 def test_a_kill_and_its_death_in_one_block_count_once() -> None:
     """Within a block hits are grouped by slot, not line order: the kill still goes first."""
-    hook, causes = LineCorrelator(), {}
-    keys = CLASSIFIER.catalog.keys
-    tally = Tally(CLASSIFIER, lambda runs: hook.observe(keys, runs, 100.0, causes),
-                  watch=hook.watched)
+    live = RootCauses(CATALOG.keys)
     died = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
-    tally.feed([died, HARAKIRI])
-    assert hook.correlator.backend == {"worker_harakiri": 1}
+    counted([died, HARAKIRI], live.observe, now=100.0)
+    assert live.correlator.backend == {"worker_harakiri": 1}
 
 
-def test_daemon_counters_with_the_hook() -> None:
-    """The daemon's Counters take LineCorrelator as their ``correlator``."""
+def test_daemon_pipeline_pairs_by_arrival() -> None:
+    """An undated uWSGI line is stamped with its arrival, next to nginx's own (dated) line."""
     nginx, uwsgi = LogSpec("/n.log", "nginx", "nginx"), LogSpec("/u.log", "uwsgi", "uwsgi")
-    counters = Counters(CLASSIFIER.catalog, [nginx, uwsgi], incidents_buffer=10, redact=True,
-                        correlator=LineCorrelator())
-    # an undated uWSGI line: stamped with its arrival, next to nginx's own (dated) line
+    pipeline = Pipeline(CATALOG, [nginx, uwsgi], Settings(10, True, 5.0), Totals())
     now = time.strftime("%Y/%m/%d %H:%M:%S").encode()
-    counters.feed(nginx, nginx.path, [now + NGINX_CLOSE[19:]])
-    counters.feed(uwsgi, uwsgi.path, [HARAKIRI.split(b" - ", 1)[1]])
-    assert counters.numbers().root_causes[("upstream_premature_close", "worker_harakiri")] == 1
+    pipeline.feed(nginx, nginx.path, [now + NGINX_CLOSE[19:]])
+    pipeline.feed(uwsgi, uwsgi.path, [HARAKIRI.split(b" - ", 1)[1]])
+    assert pipeline.numbers().root_causes[("upstream_premature_close", "worker_harakiri")] == 1
 
 
 # --------------------------------------------------------------------------- real servers

@@ -101,8 +101,10 @@ def test_the_document_lists_the_required_fields(tmp_path: Path) -> None:
     StateFile(tmp_path).save(STATE)
     doc = json.loads((tmp_path / STATE_FILE).read_bytes())
     assert doc["files"] == [{"path": "/var/log/nginx/error.log", "dev": 2049, "ino": 1234,
-                             "fingerprint": fingerprint(b"head"), "offset": 40}]
+                             "fingerprint": fingerprint(b"head"), "offset": 40,
+                             "draining": False}]
     assert doc["extra"] == {"incidents": {"x": 3}}
+    assert doc["saved_at"] == STATE.saved_at
     assert decode(STATE.encode()) == STATE
 
 

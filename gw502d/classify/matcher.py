@@ -9,7 +9,9 @@ Python. Two details keep that fast:
   the :class:`Slot`, and no branch starts with a group (sre skips a branch whose first
   literal or character class does not match without entering it);
 - the hot regex captures only the facts the remediation needs (the incident's
-  ``evidence``); all facts of a hit come from the slot's own full regex, run on hits only.
+  ``evidence``) and those the caller asks for at build time (``capture``: root causes are
+  paired on a line's time, upstream and worker pid); all facts of a hit come from the
+  slot's own full regex, run on hits only.
 
 Classification looks only at the message at its position after the prefix: the
 client-controlled request, host and referrer nginx appends can carry any text, and a
@@ -20,14 +22,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from gw502d.classify.catalog import Catalog, Family, Incident
 from gw502d.classify.predicates import PREDICATES, VALUES
-from gw502d.parse import FAMILIES
+from gw502d.parse import FAMILIES, FORMATS
 from gw502d.parse.record import convert
 from gw502d.parse.record import facts as group_facts
 from gw502d.parse.template import Compiled, Converter
@@ -47,6 +49,37 @@ def reader(groups: tuple[int, ...]) -> Reader:
     return methodcaller("group", *groups)
 
 
+_LINE = attrgetter("string")
+
+
+class FactReader:
+    """Reads some captured facts of a slot's hits as raw byte tuples (cheap, hashable).
+
+    The reading is in C (``map`` over a ``methodcaller``). On a line its server may have
+    cut (nginx: 2047 bytes) the facts it cannot vouch for read as None; such lines are
+    rare, so the usual block costs one ``max`` in C to rule them out.
+    """
+
+    def __init__(self, slot: Slot, captures: Captures, groups: tuple[int, ...]) -> None:
+        self._read = reader(groups)
+        self._cut = slot.cut_at or 0
+        self._drop = [i for i, (name, _) in enumerate(captures) if name in slot.cut_facts]
+
+    def __call__(self, hits: list[re.Match[bytes]]) -> Iterator[RawKey]:
+        if self._drop and self._cut and max(map(len, map(_LINE, hits))) >= self._cut:
+            return map(self._read_uncut, hits)
+        return map(self._read, hits)
+
+    def _read_uncut(self, m: re.Match[bytes]) -> RawKey:
+        raw = self._read(m)
+        if len(m.string) < self._cut:
+            return raw
+        fixed = list(raw)
+        for i in self._drop:
+            fixed[i] = None
+        return tuple(fixed)
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """A classified line: the catalog entry and the facts read from the line."""
@@ -62,26 +95,39 @@ class Slot:
 
     Entries that share a template get a variant each: one with a ``when`` predicate matches
     only the values it holds for (compiled into the regex, tried first), the entry without
-    one the rest. ``hot`` are the facts the hot regex captures, in groups ``hot_groups``;
-    ``full`` captures every fact of the line.
+    one the rest. The hot regex captures ``evidence`` (the facts the remediation reads) in
+    ``evidence_groups``, and ``extra`` (what the classifier was asked to capture besides,
+    e.g. the facts root causes are paired on, the prefix's ``time`` included) in
+    ``extra_groups``; ``full`` captures every fact of the line.
     """
 
     group: int
     family: Family
     incident: Incident
-    hot: Captures
-    hot_groups: tuple[int, ...]
+    message: Compiled
+    evidence: Captures
+    evidence_groups: tuple[int, ...]
+    extra: Captures
+    extra_groups: tuple[int, ...]
     full: re.Pattern[bytes]
     full_captures: tuple[tuple[Captures, int], ...]
-    message: Compiled
+    cut_at: int | None = None
+    cut_facts: frozenset[str] = frozenset()
 
-    def raw_key(self) -> Reader:
-        """A function reading the hot facts of a match as raw bytes (cheap, hashable)."""
-        return reader(self.hot_groups)
+    def evidence_reader(self) -> FactReader:
+        """Reads the evidence of this slot's hits (raw keys for :meth:`hot_facts`)."""
+        return FactReader(self, self.evidence, self.evidence_groups)
+
+    def extra_reader(self, names: Iterable[str]) -> tuple[Captures, FactReader]:
+        """The extra captures named *names*, and a reader of them in that order."""
+        chosen = [(c, g) for c, g in zip(self.extra, self.extra_groups, strict=True)
+                  if c[0] in set(names)]
+        captures = tuple(c for c, _ in chosen)
+        return captures, FactReader(self, captures, tuple(g for _, g in chosen))
 
     def hot_facts(self, raw: RawKey) -> dict[str, Any]:
-        """Convert a raw key back into named facts (with the predicate's, if any)."""
-        return self.add_predicate_facts(convert(self.hot, raw))
+        """Convert a raw evidence key back into named facts (with the predicate's, if any)."""
+        return self.add_predicate_facts(convert(self.evidence, raw))
 
     def add_predicate_facts(self, facts: dict[str, Any]) -> dict[str, Any]:
         """*facts* plus what the entry's predicate adds (``method`` for a block size)."""
@@ -89,13 +135,20 @@ class Slot:
             facts.update(PREDICATES[self.incident.when](facts) or {})
         return facts
 
+    def is_cut(self, line: bytes) -> bool:
+        """Whether *line* may have been cut by its server (its ``cut_facts`` untrusted)."""
+        return self.cut_at is not None and len(line) >= self.cut_at
+
     def resolve(self, line: bytes) -> Hit:
-        """Every fact of *line* (prefix, message, context)."""
+        """Every fact of *line* (prefix, message, context) that can be trusted."""
         m = self.full.match(line)
         found: dict[str, Any] = {}
         if m is not None:  # always: the hot regex matched the same text
             for captures, first in self.full_captures:
                 found.update(group_facts(m, captures, first))
+        if self.is_cut(line):
+            for name in self.cut_facts:
+                found.pop(name, None)
         return Hit(self.incident, self.add_predicate_facts(found), line)
 
 
@@ -130,8 +183,10 @@ class Classifier:
     'protocol_mismatch'
     """
 
-    def __init__(self, catalog: Catalog, families: Iterable[str] | None = None) -> None:
+    def __init__(self, catalog: Catalog, families: Iterable[str] | None = None, *,
+                 capture: Iterable[str] = ()) -> None:
         wanted = set(families) if families is not None else None
+        self._capture = frozenset(capture)
         # Busiest and strictest prefixes first; uWSGI's prefix is optional, so it goes last.
         order = {name: n for n, name in enumerate(FAMILIES)}
         self.catalog = catalog
@@ -139,16 +194,21 @@ class Classifier:
             (f for f in catalog.families if wanted is None or f.name in wanted),
             key=lambda f: order.get(f.name, len(order)),
         ))
-        self._pending: list[tuple[str, Slot]] = []
+        self._pending: list[tuple[str, str, Slot]] = []
         parts = [self._family(fam) for fam in self.families]
         self.pattern = re.compile(("|".join(p for p in parts if p) or "(?!)").encode(),
                                   re.DOTALL)
         self.match = self.pattern.match
         index = self.pattern.groupindex
         self.slots: dict[int, Slot] = {}
-        for tag, slot in self._pending:
-            groups = tuple(index[f"{tag}_{name}"] for name, _ in slot.hot)
-            self.slots[index[tag]] = replace(slot, group=index[tag], hot_groups=groups)
+        for tag, family_tag, slot in self._pending:
+            def group(name: str, tag: str = tag, family_tag: str = family_tag) -> int:
+                return index.get(f"{tag}_{name}") or index[f"{family_tag}_{name}"]
+
+            self.slots[index[tag]] = replace(
+                slot, group=index[tag],
+                evidence_groups=tuple(group(name) for name, _ in slot.evidence),
+                extra_groups=tuple(group(name) for name, _ in slot.extra))
 
     def _family(self, fam: Family) -> str:
         variants: dict[str, tuple[Compiled, list[Incident]]] = {}
@@ -158,24 +218,32 @@ class Classifier:
         if not variants:
             return ""
         alternatives = []
+        # The prefix is shared by the family's variants: what it captures is named after
+        # the family (``f2_time``), once.
+        family_tag = f"f{len(self._pending)}"
+        prefix = fam.prefix.keeping(self._capture, family_tag)
         for message, incidents in variants.values():
             # entries with a predicate first (they match only where it holds), then the
             # first without one; a later one with the same template could never match
             chosen = [i for i in incidents if i.when is not None]
             chosen += [i for i in incidents if i.when is None][:1]
-            alternatives += [self._slot(fam, i, message) for i in chosen]
-        return f"{fam.prefix.keeping(()).regex}(?:{'|'.join(_factor(alternatives))})"
+            alternatives += [self._slot(fam, i, message, family_tag, prefix.captures)
+                             for i in chosen]
+        return f"{prefix.regex}(?:{'|'.join(_factor(alternatives))})"
 
-    def _slot(self, fam: Family, incident: Incident, message: Compiled) -> tuple[str, str]:
+    def _slot(self, fam: Family, incident: Incident, message: Compiled, family_tag: str,
+              prefix: Captures) -> tuple[str, str]:
         """Register the slot for one variant; return its hot regex as (lead, rest).
 
         Groups are named after the slot (``s3_upstream``, marker ``s3``): factoring reorders
         the alternatives, so their numbers are only known once the whole regex is built.
         """
-        wanted = set(incident.evidence)
+        evidence = set(incident.evidence)
+        wanted = evidence | self._capture
         only = None
         if incident.when is not None:
             fact, values = VALUES[incident.when]
+            evidence.add(fact)
             wanted.add(fact)
             only = {fact: f"0*+(?:{'|'.join(map(str, sorted(values, reverse=True)))})"}
         tag = f"s{len(self._pending)}"
@@ -187,6 +255,7 @@ class Classifier:
             if hot_context.captures:
                 body += f"(?:{hot_context.regex})?"
                 hot += hot_context.captures
+        hot += prefix
         full_regex = fam.prefix.regex + message.regex + (fam.context.regex if fam.context else "")
         full_caps: list[tuple[Captures, int]] = []
         n = 1
@@ -194,10 +263,14 @@ class Classifier:
             if part is not None:
                 full_caps.append((part.captures, n))
                 n += len(part.captures)
-        self._pending.append((tag, Slot(
-            group=0, family=fam, incident=incident, hot=hot, hot_groups=(),
+        fmt = FORMATS.get(fam.name)
+        self._pending.append((tag, family_tag, Slot(
+            group=0, family=fam, incident=incident, message=message,
+            evidence=tuple(c for c in hot if c[0] in evidence), evidence_groups=(),
+            extra=tuple(c for c in hot if c[0] in self._capture), extra_groups=(),
             full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
-            message=message,
+            cut_at=fmt.cut_at if fmt is not None else None,
+            cut_facts=fmt.cut_facts if fmt is not None else frozenset(),
         )))
         return hot_message.lead, f"{body}(?P<{tag}>)"
 

@@ -1,4 +1,4 @@
-"""Tally: what the classifier found, kept as plain ints and bounded evidence.
+"""Tally: what the classifier found in blocks of lines, kept as plain ints and bounded evidence.
 
 The per-line path is ``filter(None, map(match, lines))`` in C. The hits of a block are
 then sorted by slot (``m.lastindex``) and each slot's run goes to a handler built once per
@@ -11,28 +11,23 @@ the end of a scan); nothing here locks or logs.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from gw502d.classify.catalog import Incident
-from gw502d.classify.matcher import Classifier, Hit, RawKey, Slot
+from gw502d.classify.block import Block, Match, Run
+from gw502d.classify.catalog import Catalog, Incident
+from gw502d.classify.keys import Key, nest
+from gw502d.classify.matcher import Classifier, RawKey, Slot
 
 # Distinct evidence values kept per incident; beyond it they are merged, so a flood of
 # lines with attacker-chosen values cannot grow memory.
 EVIDENCE_CAP = 256
 OTHER: RawKey = (b"\x00other",)
 
-Key = tuple[str, str]
-Matches = list[re.Match[bytes]]
-# (incident index, slot, that slot's hits of that incident in line order), per block
-Runs = list[tuple[int, Slot, Matches]]
-OnWatched = Callable[[Runs], None]
-OnBlock = Callable[["Tally", Matches], None]
 _SLOT = attrgetter("lastindex")
 
 
@@ -53,24 +48,18 @@ class Evidence:
         return out
 
 
-def _watched(slot: Slot, watch: Container[Key] | None) -> bool:
-    return watch is None or slot.incident.key in watch
-
-
 class Tally:
     """Counts per (incident, source) for one classifier; companion lines apart.
 
     >>> from gw502d.classify.catalog import load_catalog
     >>> t = Tally(Classifier(load_catalog()))
-    >>> t.feed([b"invalid request block size: 4363 (max 4096)...skip", b"noise"])
-    1
-    >>> t.count("request_block_too_big", "uwsgi")
+    >>> t.count(Block("app", None, [b"invalid request block size: 4363 (max 4096)...skip",
+    ...                             b"noise"], 0.0))
+    >>> t.counted("request_block_too_big", "uwsgi")
     1
     """
 
-    def __init__(self, classifier: Classifier, on_watched: OnWatched | None = None, *,
-                 watch: Container[Key] | None = None,
-                 on_block: OnBlock | None = None) -> None:
+    def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
         self.keys: list[Key] = list(classifier.catalog.keys)
         self.companion_keys: list[Key] = list(dict.fromkeys(
@@ -80,46 +69,44 @@ class Tally:
         self.companions = [0] * len(self.companion_keys)
         self.first_line: list[bytes | None] = [None] * n
         self.last_line: list[bytes | None] = [None] * n
+        self.last_seen = [0.0] * n  # the time of the block that had the last hit
         self.evidence: list[dict[RawKey, int]] = [{} for _ in range(n)]
         self.evidence_slot: list[Slot | None] = [None] * n
         self._index = {k: i for i, k in enumerate(self.keys)}
-        self._runs: Runs = []
-        self._block: Matches = []  # the hits of the batch being counted, in line order
+        self._block: list[Match] = []  # the hits of the block being counted, in line order
         self._new: dict[int, int] = {}  # incidents first seen in it: their first hit's index
-        self._handlers: dict[int, Callable[[Matches], None]] = {
-            group: self._handler(slot, on_watched is not None and _watched(slot, watch))
-            for group, slot in classifier.slots.items()
-        }
-        self._on_watched = on_watched
-        self._on_block = on_block
+        self._runs: list[Run] = []
+        self._now = 0.0
+        self._handlers: dict[int, Callable[[list[Match]], None]] = {
+            group: self._handler(slot) for group, slot in classifier.slots.items()}
 
-    def _handler(self, slot: Slot, watched: bool) -> Callable[[Matches], None]:
+    def _handler(self, slot: Slot) -> Callable[[list[Match]], None]:
         """Specialise the work on one slot's hits (decided once, not per block)."""
         incident = slot.incident
         if incident.companion:
             j = self.companion_keys.index(incident.key)
             companions = self.companions
 
-            def companion(ms: Matches) -> None:
+            def companion(ms: list[Match]) -> None:
                 companions[j] += len(ms)
 
             return companion
-        read = slot.raw_key() if slot.hot else None
         k = self._index[incident.key]
+        read = slot.evidence_reader() if slot.evidence else None
 
-        def hits(ms: Matches) -> None:
+        def hits(ms: list[Match]) -> None:
             self._count(k, slot, ms)
             if read is not None:
-                self._note(k, Counter(map(read, ms)))
-            if watched:
-                self._runs.append((k, slot, ms))
+                self._note(k, Counter(read(ms)))
+            self._runs.append(Run(k, slot, ms))
 
         return hits
 
-    def _count(self, k: int, slot: Slot, ms: Matches) -> None:
+    def _count(self, k: int, slot: Slot, ms: list[Match]) -> None:
         before = self.counts[k]
         self.counts[k] = before + len(ms)
         self.last_line[k] = ms[-1].string  # runs come in the order of their last hits
+        self.last_seen[k] = self._now
         if not before or k in self._new:  # first seen in this block: the earliest run wins
             at = self._block.index(ms[0])
             if at < self._new.get(k, at + 1):
@@ -137,46 +124,23 @@ class Tally:
             else:
                 seen[OTHER] = seen.get(OTHER, 0) + n
 
-    def feed(self, lines: list[bytes]) -> int:
-        """Classify and count a batch of complete lines; return the number of hits.
+    def count(self, block: Block) -> None:
+        """The classify stage: match and count *block*, and fill its hits, runs and slots."""
+        matches = list(filter(None, map(self.classifier.match, block.lines)))
+        block.hits, block.slots = matches, self.classifier.slots
+        if not matches:
+            block.runs = []
+            return
+        self._block, self._new, self._now = matches, {}, block.time
+        runs = {group: list(same) for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
+        latest = list(map(_SLOT, reversed(matches)))
+        handlers = self._handlers
+        for group in sorted(runs, key=latest.index, reverse=True):
+            handlers[group](runs[group])
+        block.runs, self._runs = self._runs, []
 
-        Per batch with hits: ``on_watched`` with the runs of the watched incidents, then
-        ``on_block`` with the tally and all the hits in line order (companion lines
-        included), for work done per block.
-        """
-        matches = list(filter(None, map(self.classifier.match, lines)))
-        if matches:
-            self._block, self._new = matches, {}
-            runs = {group: list(same)
-                    for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
-            latest = list(map(_SLOT, reversed(matches)))
-            handlers = self._handlers
-            for group in sorted(runs, key=latest.index, reverse=True):
-                handlers[group](runs[group])
-            self._flush()
-            if self._on_block is not None:
-                self._on_block(self, matches)
-        return len(matches)
-
-    def _flush(self) -> None:
-        """Hand the watched runs of the batch to ``on_watched``."""
-        if self._runs and self._on_watched is not None:
-            runs, self._runs = self._runs, []
-            self._on_watched(runs)
-
-    def hits(self, lines: list[bytes]) -> Iterator[tuple[int, Hit]]:
-        """Count like :meth:`feed` and yield (index in *lines*, full hit) for each one."""
-        handlers, slots, match = self._handlers, self.classifier.slots, self.classifier.match
-        for n, line in enumerate(lines):
-            m = match(line)
-            if m is None or m.lastindex is None:
-                continue
-            self._block, self._new = [m], {}
-            handlers[m.lastindex]([m])
-            yield n, slots[m.lastindex].resolve(line)
-        self._flush()
-
-    def count(self, incident: str, source: str) -> int:
+    def counted(self, incident: str, source: str) -> int:
+        """How many lines of (incident, source) were counted."""
         return self.counts[self._index[(incident, source)]]
 
     def evidence_for(self, k: int) -> Evidence | None:
@@ -188,15 +152,56 @@ class Tally:
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         """Counts as ``{incident: {source: n}}``, every known pair included."""
-        out: dict[str, dict[str, int]] = {}
-        for (incident, source), n in zip(self.keys, self.counts, strict=True):
-            out.setdefault(incident, {})[source] = n
-        return out
+        return nest(dict(zip(self.keys, self.counts, strict=True)))
 
-    def restore(self, saved: dict[str, dict[str, int]]) -> None:
-        """Continue from counts saved with the file positions (see the follower's snapshot)."""
-        for incident, sources in saved.items():
-            for source, n in sources.items():
-                k = self._index.get((incident, source))
-                if k is not None:
-                    self.counts[k] = int(n)
+
+class Tallies:
+    """One tally per log family the configuration names (and one for logs without a
+    family), all of one catalog: their counts index alike (``catalog.keys``).
+
+    ``capture`` goes to each classifier (facts a later stage reads from the hits).
+    """
+
+    def __init__(self, catalog: Catalog, families: Iterable[str | None] = (None,), *,
+                 capture: Iterable[str] = ()) -> None:
+        self.catalog = catalog
+        self.keys = catalog.keys
+        self._capture = tuple(capture)
+        self.by_family: dict[str | None, Tally] = {}
+        for family in families:
+            self.for_family(family)
+
+    def for_family(self, family: str | None) -> Tally:
+        """The tally of *family*, built on first use (a log added by a reload)."""
+        tally = self.by_family.get(family)
+        if tally is None:
+            families = None if family is None else [family]
+            tally = self.by_family[family] = Tally(
+                Classifier(self.catalog, families, capture=self._capture))
+        return tally
+
+    def count(self, block: Block) -> None:
+        """The classify stage: count *block* with its family's tally."""
+        self.for_family(block.family).count(block)
+
+    def totals(self) -> tuple[dict[Key, int], dict[Key, int], dict[Key, float]]:
+        """Counts, companion counts and last-seen times summed over the families."""
+        counts = Counter(dict.fromkeys(self.keys, 0))
+        companions: Counter[Key] = Counter()
+        last_seen = dict.fromkeys(self.keys, 0.0)
+        for tally in self.by_family.values():
+            counts.update(dict(zip(tally.keys, tally.counts, strict=True)))
+            companions.update(dict(zip(tally.companion_keys, tally.companions, strict=True)))
+            for key, t in zip(tally.keys, tally.last_seen, strict=True):
+                last_seen[key] = max(last_seen[key], t)
+        return dict(counts), dict(companions), last_seen
+
+    def evidence(self, key: Key) -> list[tuple[dict[str, Any], int]]:
+        """The facts seen for *key* over every family's tally, with counts."""
+        k = self.keys.index(key)
+        out: list[tuple[dict[str, Any], int]] = []
+        for tally in self.by_family.values():
+            found = tally.evidence_for(k)
+            if found is not None:
+                out += found.facts()
+        return out

@@ -18,6 +18,8 @@ from typing import Any, Literal, cast
 
 from gw502d.errors import ConfigError
 from gw502d.export.listen import Listen, parse_listen
+from gw502d.remediate.correlate import DEFAULT_WINDOW
+from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
 from gw502d.source.spec import LogSpec
 
 DEFAULT_PATH = Path("/etc/gw502d/gw502d.toml")
@@ -29,7 +31,6 @@ DEFAULT_LOGS = (
     LogSpec("/var/log/gunicorn/*.log", "gunicorn", "gunicorn"),
 )
 START_AT = ("end", "beginning")
-MAX_LINE_RANGE = (1024, 16 << 20)
 INCIDENTS_BUFFER_RANGE = (0, 10_000)
 CORRELATION_WINDOW_RANGE = (0, 3600)
 KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
@@ -55,8 +56,8 @@ class Config:
     listen: Listen
     state_dir: Path
     pattern_dirs: tuple[Path, ...] = ()
-    max_line_bytes: int = 65536
-    correlation_window_seconds: float = 5.0
+    max_line_bytes: int = MAX_LINE
+    correlation_window_seconds: float = DEFAULT_WINDOW
     start_at: Literal["end", "beginning"] = "end"
     web_config: Path | None = None
     incidents_buffer: int = 200
@@ -100,6 +101,8 @@ class _Reader:
 
     def path(self, key: str) -> Path | None:
         value = self.text(key)
+        if value is not None and any(c in value for c in "\0\n\r"):
+            raise self.error(key, "must not contain NUL or line breaks")
         return None if value is None else self.base / value
 
     def number(self, key: str, kind: type | tuple[type, ...], bounds: tuple[float, float],

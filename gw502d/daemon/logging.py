@@ -34,7 +34,8 @@ class RepeatLimiter:
         self._seen: dict[tuple[Any, ...], tuple[float, int]] = {}
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-        if method not in _RATE_LIMITED:
+        # rate_limit=False: every occurrence matters (a reload's outcome answers an action)
+        if not event.pop("rate_limit", True) or method not in _RATE_LIMITED:
             return event
         key = (method, event.get("event"), event.get("log"), event.get("path"))
         now = time.monotonic()

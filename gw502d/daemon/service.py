@@ -24,16 +24,17 @@ from gw502d import __version__
 from gw502d.classify.catalog import Catalog, CatalogError, load_catalog
 from gw502d.daemon import EXIT_FAILED, EXIT_OK
 from gw502d.daemon.config import Config, Overrides, check_families, load_config
-from gw502d.daemon.counters import Counters
 from gw502d.daemon.notify import Notifier, watchdog_interval
+from gw502d.daemon.pipeline import Pipeline, Settings
+from gw502d.daemon.totals import Totals
 from gw502d.errors import ConfigError
 from gw502d.export.collector import Scrape, build_registry, followed
 from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import describe
 from gw502d.export.page import render_page
 from gw502d.export.webconfig import WebConfig, load_web_config
-from gw502d.remediate import LineCorrelator
 from gw502d.source.follower import Follower
+from gw502d.source.spec import LogSpec
 
 log = structlog.get_logger("gw502d.daemon")
 
@@ -65,6 +66,11 @@ def load(overrides: Overrides) -> Loaded:
     return Loaded(config, catalog, web)
 
 
+def _settings(config: Config) -> Settings:
+    return Settings(incidents_buffer=config.incidents_buffer, redact=config.redact,
+                    window=config.correlation_window_seconds)
+
+
 class Daemon:
     """One run of ``gw502d run``, from start to the final snapshot."""
 
@@ -80,20 +86,27 @@ class Daemon:
         self._reload_ok = True
         self._reload_time = time.time()
         config = loaded.config
-        self.counters = Counters(loaded.catalog, config.logs,
-                                 incidents_buffer=config.incidents_buffer, redact=config.redact,
-                                 correlator=LineCorrelator(config.correlation_window_seconds))
-        self.follower = Follower(config.logs, self.counters.feed, state_dir=config.state_dir,
+        self.follower = Follower(config.logs, self._feed, state_dir=config.state_dir,
                                  start_at=config.start_at, max_line=config.max_line_bytes,
-                                 snapshot_extra=self.counters.snapshot)
-        self.counters.restore(self.follower.restored_extra)
+                                 snapshot_extra=self._snapshot)
+        totals = Totals()
+        totals.restore(self.follower.restored_extra, loaded.catalog)
+        self.pipeline = Pipeline(loaded.catalog, config.logs, _settings(config), totals)
         self.site = Site(build_registry(self._scrape), health=self._health,
                          incidents=self._incidents, page=self._page, web=loaded.web)
+
+    # -- what the follower calls (its thread) ---------------------------------------------
+
+    def _feed(self, spec: LogSpec, path: str, lines: list[bytes]) -> None:
+        self.pipeline.feed(spec, path, lines)
+
+    def _snapshot(self) -> dict[str, object]:
+        return self.pipeline.snapshot()
 
     # -- what the endpoints read ---------------------------------------------------------
 
     def _scrape(self) -> Scrape:
-        return Scrape(self.counters.numbers(), self.follower.stats(), self._reload_ok,
+        return Scrape(self.pipeline.numbers(), self.follower.stats(), self._reload_ok,
                       self._reload_time)
 
     def _health(self) -> str | None:
@@ -102,7 +115,10 @@ class Daemon:
             return "follower failed: see the log"
         if not self.follower.alive:
             return "follower not running (starting, stopping or stuck)"
-        if not self.counters.catalog.keys:
+        if self.follower.saving_fails:
+            return ("cannot save state (disk full or read-only?): a restart would count lines "
+                    "again; see the log")
+        if not self.pipeline.stages.catalog.keys:
             return "the incident catalog is empty: nothing can be counted"
         if not followed(self.follower.stats()):
             paths = ", ".join(s.path for s in self._loaded.config.logs)
@@ -111,11 +127,11 @@ class Daemon:
 
     def _incidents(self) -> list[dict[str, object]]:
         redact = self._loaded.config.redact
-        newest_first = reversed(self.counters.recent.copy())
+        newest_first = reversed(self.pipeline.stages.recent.copy())
         return [d for seen in newest_first if (d := describe(seen, redact=redact)) is not None]
 
     def _page(self) -> str:
-        return render_page(self.counters.catalog, self.counters.numbers())
+        return render_page(self.pipeline.stages.catalog, self.pipeline.numbers())
 
     # -- the run -------------------------------------------------------------------------
 
@@ -190,9 +206,11 @@ class Daemon:
         old = self._loaded.config
         try:
             loaded = load(self._overrides)
-        except ConfigError as exc:
+        except Exception as exc:  # any failure is a failed reload, never a dead main loop
             self._reload_ok = False
-            log.error("reload failed, keeping the running configuration", error=str(exc))
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.error("reload failed, keeping the running configuration", error=error,
+                      rate_limit=False)
             self._notifier.send("READY=1", "STATUS=reload failed, running the old configuration")
             return
         config = loaded.config
@@ -202,14 +220,13 @@ class Daemon:
                             running=str(getattr(old, name)), configured=str(getattr(config, name)))
         config = replace(config, **{name: getattr(old, name) for name in _RESTART_ONLY})
         loaded = replace(loaded, config=config)
-        self.counters.reload(loaded.catalog, config.logs,
-                             incidents_buffer=config.incidents_buffer, redact=config.redact)
+        self.pipeline.reload(loaded.catalog, config.logs, _settings(config))
         self.follower.set_specs(config.logs)
         self.site.web = loaded.web
         self._loaded = loaded
         self._reload_ok = True
         self._reload_time = time.time()
         log.info("reloaded", config=config.source, logs=[s.path for s in config.logs],
-                 incident_types=len(loaded.catalog.keys))
+                 incident_types=len(loaded.catalog.keys), rate_limit=False)
         self._notifier.send("READY=1", "STATUS=following logs")
 

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 )
 
 from gw502d import __version__
-from gw502d.classify.tally import Key
+from gw502d.classify.keys import Key
 from gw502d.export import metric_names as m
 from gw502d.source.follower import LogStats
 

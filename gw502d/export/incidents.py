@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gw502d.classify.block import Block
 from gw502d.classify.matcher import Slot
 from gw502d.parse.record import decode
-from gw502d.remediate import remediation_for
+from gw502d.remediate.advice import remediation_for
 
 REDACTED = "<redacted>"
 # Stored lines are cut here: nginx cuts its own at 2048 bytes, and the buffer must stay
@@ -77,6 +78,14 @@ class RecentIncidents:
         self.size = size
         self._seen = deque(self._seen, maxlen=size)
         self.add = self._seen.append
+
+    def keep(self, block: Block) -> None:
+        """The recent-incidents stage: the block's newest incident lines (no companions)."""
+        slots = block.slots
+        for m in block.hits[-self.size:]:
+            slot = slots[m.lastindex]  # type: ignore[index]
+            if not slot.incident.companion:
+                self.add((slot, m.string[:LINE_CAP], block.time, block.log))
 
     def copy(self) -> list[Seen]:
         """The buffer as it is now (deque.copy runs in C: no mutation can interleave)."""

@@ -35,12 +35,3 @@ METRIC_NAMES: frozenset[str] = frozenset({
     UNPARSED_LINES,
     RELOAD_SUCCESSFUL, RELOAD_TIMESTAMP, BUILD_INFO,
 })
-
-# gw502d_root_causes_total{incident, cause}: the nginx incidents whose application-side
-# cause is correlated, and the causes. Every pair exists from the start at 0, so alerts
-# and dashboards see a series before the first cause is found.
-ROOT_CAUSE_INCIDENTS = ("upstream_premature_close", "upstream_reset", "upstream_timeout")
-ROOT_CAUSE_NAMES = (
-    "worker_harakiri", "worker_oom_killed", "worker_crashed", "request_block_too_big",
-    "protocol_mismatch", "gunicorn_worker_timeout", "gunicorn_worker_killed",
-)

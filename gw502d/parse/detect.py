@@ -6,6 +6,7 @@ import re
 
 from gw502d.parse import FORMATS, compile_template
 from gw502d.parse.record import ANSI
+from gw502d.parse.traceback import EXCEPTION
 
 # Strict shapes first; uWSGI's plain lines have no shape, so it is the fallback for any
 # line that is not recognisably something else.
@@ -15,8 +16,7 @@ for _fmt in FORMATS.values():
         _shape = re.compile(compile_template(_template).regex.encode(), re.DOTALL)
         if _shape.match(b"") is None:  # an all-optional prefix says nothing
             _SHAPES.append((_fmt.family, _shape))
-_PYTHON_EXCEPTION = re.compile(rb"(?:Traceback \(most recent call last\):|[A-Za-z_.]+(?:Error|"
-                               rb"Exception|error): )")
+_PYTHON_EXCEPTION = re.compile(rb"Traceback \(most recent call last\):|" + EXCEPTION)
 
 
 def detect_family(line: bytes) -> str | None:

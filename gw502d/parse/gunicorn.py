@@ -16,4 +16,5 @@ FORMAT = RecordFormat(
     family="gunicorn",
     prefix="[{time:iso_time}] [{pid:int}] [{level:LEVEL}] ",
     types=TYPES,
+    time_formats=("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S"),
 )

@@ -52,8 +52,11 @@ TYPES = {
     "level": CaptureType(r"[a-z]++"),
     # no comma: nginx's "server:" value (a server_name or listen address)
     "field": CaptureType(r"[^,]*+"),
-    # scheme and peer of nginx's "upstream:" value, never its URI part (client text)
-    "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"),
+    # scheme and peer of nginx's "upstream:" value, never its URI part (client text); only
+    # when the line has one upstream field: a second one means the client wrote one of them
+    # (nginx before 1.21.1 accepts spaces in the request line; Host and Referer come after)
+    "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"
+                            r'(?!.*?, upstream: ")'),
     "ngx_phase": _phase(UPSTREAM_PHASES),
     "ngx_client_phase": _phase(CLIENT_PHASES),
     "ngx_any_phase": _phase(ANY_PHASES),
@@ -75,4 +78,10 @@ FORMAT = RecordFormat(
         '[?, subrequest: "{:quoted}"], upstream: "{upstream:upstream}'
     ),
     types=TYPES,
+    time_formats=("%Y/%m/%d %H:%M:%S",),
+    # NGX_MAX_ERROR_STR: a record is cut to 2047 bytes and its newline. The request line
+    # comes before the upstream field, so on a cut line the real upstream may be gone and
+    # one forged in the request left.
+    cut_at=2047,
+    cut_facts=frozenset({"upstream"}),
 )

@@ -1,9 +1,10 @@
-"""Records: a log line split into its structure (family, prefix fields, message, context).
+"""Records: how a family writes a line (prefix, message, context) and how captured bytes
+become facts.
 
 Each family module describes its line shapes as templates (see
-:mod:`gw502d.parse.template`); this module turns them into one parser. It serves
-``gw502d explain`` and the facts of reported incidents; the hot path never calls it, it
-uses the combined matcher compiled from the same templates.
+:mod:`gw502d.parse.template`) in a :class:`RecordFormat`. The classifier compiles them into
+its combined matcher; ``gw502d explain`` and the facts of reported incidents use the same
+templates, so there is one description of each shape.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class RecordFormat:
     hot path accepts, without optional groups, which are slow in Python's regex engine;
     ``forms`` are other whole-line shapes (request logs, tracebacks) that identify the
     family but are never incidents; ``types`` are the capture types only this family
-    writes (its time format, nginx's phases).
+    writes (its time format, nginx's phases); ``time_formats`` are strptime formats of the
+    prefix's ``time``. A server that cuts its records at ``cut_at`` bytes may have cut off
+    a field the client cannot forge and left a forged one: on a line that long the
+    ``cut_facts`` are not trusted.
     """
 
     family: str
@@ -37,6 +41,9 @@ class RecordFormat:
     evidence_context: str = ""
     forms: Mapping[str, str] = field(default_factory=dict)
     types: Mapping[str, CaptureType] = field(default_factory=dict)
+    time_formats: tuple[str, ...] = ()
+    cut_at: int | None = None
+    cut_facts: frozenset[str] = frozenset()
 
 
 def decode(raw: bytes) -> str:
@@ -61,31 +68,3 @@ def convert(captures: tuple[tuple[str, Any], ...],
             except (KeyError, ValueError):
                 out[name] = text
     return out
-
-
-# Lines that continue a Python traceback: the exception line at its end is the incident,
-# the record it belongs to starts at "Traceback" (and the header line above it, if any).
-_TRACEBACK_BODY = (b" ", b"\t", b"Traceback (most recent call last):", b"During handling",
-                   b"The above exception")
-_TRACEBACK_LOOKBACK = 500
-_TRACEBACK_HEADER = {"gunicorn": b"[", "werkzeug": b"Exception occurred during processing"}
-
-
-def record_start(lines: list[bytes], index: int, family: str) -> int:
-    """Index of the first line of the record that ends (or is) ``lines[index]``.
-
-    Only Python tracebacks (werkzeug, gunicorn) span lines; the walk back is bounded and
-    never leaves the block it was given.
-    """
-    if family not in ("werkzeug", "gunicorn") or index == 0:
-        return index
-    start = index
-    floor = max(0, index - _TRACEBACK_LOOKBACK)
-    while start > floor and lines[start - 1].startswith(_TRACEBACK_BODY):
-        start -= 1
-    if start == index:
-        return index
-    header = _TRACEBACK_HEADER[family]
-    if start > 0 and lines[start - 1].startswith(header):
-        start -= 1  # the record the traceback belongs to: gunicorn's line, socketserver's note
-    return start

@@ -12,6 +12,8 @@ from gw502d.parse.template import CaptureType
 
 TYPES = {
     "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
+    # a socket name inside double quotes: one pass, nothing to backtrack into
+    "dq": CaptureType(r'[^"]*+'),
     "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
                                  r"\{rss usage: \d+ bytes/\d+MB\} "),
 }
@@ -26,4 +28,5 @@ FORMAT = RecordFormat(
                          "during {method:method} ",
     },
     types=TYPES,
+    time_formats=("%a %b %d %H:%M:%S %Y",),
 )

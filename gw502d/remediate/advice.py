@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gw502d.classify.catalog import Incident
-from gw502d.classify.tally import Tally
+from gw502d.classify.tally import Tallies
 from gw502d.remediate import backend, nginx
 from gw502d.remediate.correlate import Correlator
 from gw502d.remediate.host import HostFacts, host_facts
@@ -51,29 +51,27 @@ class Advice:
 @dataclass(frozen=True, slots=True)
 class Context:
     """What else is known when advising on one incident: the host, the tallies of every
-    incident (other logs' facts; the daemon keeps one per family, of one catalog), and the
-    root causes found across logs (``causes``: counts to use instead of the correlator's,
-    e.g. the daemon's, which survive a restart; ``counts`` likewise for the incidents)."""
+    incident (other logs' facts), the correlator that paired root causes, and counts that
+    outlive them (``causes`` and ``counts``: the daemon's, restored across restarts and
+    reloads, used instead of the correlator's and the tallies' own)."""
 
     host: HostFacts = field(default_factory=host_facts)
-    tallies: Sequence[Tally] = ()
+    tallies: Tallies | None = None
     correlator: Correlator | None = None
     causes: Mapping[tuple[str, str], int] | None = None
     counts: Mapping[tuple[str, str], int] | None = None
 
     def evidence(self, incident: str, source: str) -> list[FactCount]:
-        out: list[FactCount] = []
-        for tally in self.tallies:
-            if (incident, source) in tally.keys:
-                found = tally.evidence_for(tally.keys.index((incident, source)))
-                out += found.facts() if found is not None else []
-        return out
+        if self.tallies is None or (incident, source) not in self.tallies.keys:
+            return []
+        return list(self.tallies.evidence((incident, source)))
 
     def count(self, incident: str, source: str) -> int:
         if self.counts is not None:
             return self.counts.get((incident, source), 0)
-        return sum(t.count(incident, source) for t in self.tallies
-                   if (incident, source) in t.keys)
+        if self.tallies is None:
+            return 0
+        return self.tallies.totals()[0].get((incident, source), 0)
 
     def top_cause(self, incident: str) -> tuple[str | None, int]:
         """The root cause most often paired with an nginx *incident*, and how often."""
@@ -515,13 +513,14 @@ def advise(incident: Incident, evidence: Sequence[FactCount] = (),
     return replace(advice, text=_bounded(advice.text))
 
 
-def advise_tally(tally: Tally, k: int, correlator: Correlator | None = None,
-                 host: HostFacts | None = None) -> Advice:
-    """The advice for the tally's incident *k* with everything the tally and the
-    correlator know (recompute it when their numbers change)."""
-    found = tally.evidence_for(k)
-    context = Context(host or host_facts(), (tally,), correlator)
-    return advise(tally.incident(k), found.facts() if found is not None else [], context)
+def advise_seen(incident: Incident, context: Context,
+                saved: Mapping[str, Any] | None = None) -> Advice:
+    """The advice for *incident* from everything *context* knows: the facts its tallies saw
+    for it, or *saved* (facts kept from before a restart) while they have seen none."""
+    evidence = context.evidence(*incident.key)
+    if not evidence and saved:
+        evidence = [(saved, 1)]
+    return advise(incident, evidence, context)
 
 
 def remediation_for(incident: Incident, facts: Mapping[str, Any] | None = None) -> str:

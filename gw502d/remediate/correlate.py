@@ -26,27 +26,22 @@ The daemon stamps an undated line with its arrival time (it reads lines as they 
 written). ``scan`` cannot, so it matches undated events by order: each pairs with the
 oldest compatible nginx symptom no dated event explained (``keep_unexplained``).
 
-Work is per distinct event, not per line: a block's hits of one slot are read for the few
-facts the pairing needs (from the hot match where it captured them, else with the slot's
-own small regex) and counted in C; an :class:`Event` stands for ``n`` identical lines
-(same time, incident and facts) and pairs as many symptoms at once.
+Work is per distinct event, not per line (:mod:`gw502d.classify.events`): an
+:class:`Event` stands for ``n`` identical lines and pairs as many symptoms at once. The
+stages that feed this from blocks are in :mod:`gw502d.remediate.root_causes`.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import islice, repeat
-from operator import attrgetter, methodcaller
+from itertools import islice
 from typing import Any, NamedTuple
 
-from gw502d.classify.matcher import Slot, reader
-from gw502d.classify.tally import OnWatched, Runs
-from gw502d.parse.record import convert, decode
+from gw502d.classify.events import Event
+from gw502d.classify.keys import nest
 from gw502d.remediate.nginx import Upstream
 
 DEFAULT_WINDOW = 5.0
@@ -76,40 +71,18 @@ _DIRECT_CAUSE = {
 _KILLS = frozenset({("worker_harakiri", "uwsgi"), ("worker_timeout", "gunicorn")})
 _DEATHS = frozenset({("worker_died", "uwsgi"), ("worker_killed", "gunicorn")})
 WATCHED = SYMPTOMS | _DIRECT_CAUSE.keys() | _DEATHS
-# The facts the pairing reads (besides the line's time)
-_FACTS = ("upstream", "worker_pid", "signal")
-_TIME_FORMATS = {
-    "nginx": ("%Y/%m/%d %H:%M:%S",),
-    "uwsgi": ("%a %b %d %H:%M:%S %Y",),
-    "gunicorn": ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S"),
-}
 _KILLED_CAP = 4096  # recently killed workers remembered (pids), oldest forgotten first
 _UPSTREAMS_CAP = 16  # distinct nginx upstreams remembered per cause
 # Pending events looked at per new event, oldest first: within the window the first
 # compatible one pairs; past this many, queues full of events that cannot pair (other
 # upstreams, a clock apart) would make every event cost a scan of all of them.
 _SCAN = 32
-_SPACES = re.compile(r"\s+")
-_SECONDS = re.compile(r"(.*\d:\d\d):(\d\d)(.*)", re.DOTALL)
-# How each slot's hits are read for the pairing, by the slot's full regex's identity
-# (hashing a compiled pattern would hash its whole program)
-_READINGS: dict[int, tuple[re.Pattern[bytes], _Reading]] = {}
-_CACHE = 1024  # converted values remembered per slot (times, facts), then forgotten
-_LINE = attrgetter("string")
-_GROUPS = methodcaller("groups")
-_GROUP1 = methodcaller("group", 1)
 
 
-class Event(NamedTuple):
-    """Classified lines: when, which (incident, source), their facts, the peer if known,
-    and how many identical ones (same time and facts) were seen together."""
-
-    time: float | None
-    incident: str
-    source: str
-    facts: Mapping[str, Any]
-    peer: str | None = None
-    n: int = 1
+# gw502d_root_causes_total{incident, cause}: every pair exists from the start at 0, so
+# alerts and dashboards see a series before the first cause is found
+ROOT_CAUSE_PAIRS = tuple((incident, cause) for incident, _ in sorted(SYMPTOMS)
+                         for cause in CAUSES)
 
 
 class RootCause(NamedTuple):
@@ -120,31 +93,6 @@ class RootCause(NamedTuple):
     time: float | None
     upstream: str | None
     n: int = 1
-
-
-def line_time(source: str, facts: Mapping[str, Any]) -> float | None:
-    """The epoch time a line carries (naive formats are local time), or None."""
-    text = facts.get("time")
-    return _parse_time(source, text) if isinstance(text, str) else None
-
-
-@functools.lru_cache(maxsize=4096)  # lines come in bursts that share a second
-def _parse_time(source: str, text: str) -> float | None:
-    m = _SECONDS.fullmatch(_SPACES.sub(" ", text))
-    if m is None:
-        return None
-    minute = _minute(source, m[1], m[3])
-    return None if minute is None else minute + int(m[2])
-
-
-@functools.lru_cache(maxsize=1024)  # strptime is slow; a minute's seconds share its work
-def _minute(source: str, head: str, tail: str) -> float | None:
-    for fmt in _TIME_FORMATS.get(source, ()):
-        try:
-            return datetime.strptime(f"{head}:00{tail}", fmt).timestamp()
-        except ValueError:
-            continue
-    return None
 
 
 def cause_of(event: Event) -> str | None:
@@ -236,10 +184,7 @@ class Correlator:
 
     def by_incident(self) -> dict[str, dict[str, int]]:
         """Counts as ``{incident: {cause: n}}``."""
-        out: dict[str, dict[str, int]] = {}
-        for (incident, cause), n in self.counts.items():
-            out.setdefault(incident, {})[cause] = n
-        return out
+        return nest(self.counts)
 
     def _cause(self, event: Event) -> tuple[str | None, int]:
         """The event's cause and how many of its lines are new causes: a kill seen again
@@ -351,174 +296,3 @@ def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
     assert cause.cause is not None
     peer = cause.event.peer
     return up.family in CAUSES[cause.cause] and (peer is None or peer == up.peer)
-
-
-def to_events(key: tuple[str, str], slot: Slot, matches: list[re.Match[bytes]],
-              when: float | None, *, dated: bool) -> list[Event]:
-    """The :class:`Event`\\ s of one slot's hits of *key*, identical lines counted once.
-
-    With *dated* the time is each line's own and *when* stands in for lines without one;
-    otherwise (the daemon) every line is *when*, its arrival.
-    """
-    reading = _reading(slot)
-    raws = reading.raws(matches)
-    if dated:
-        found = Counter(zip(reading.times(matches), raws, strict=True))
-    else:
-        found = Counter(zip(repeat(None), raws))
-    events = []
-    for (stamp, raw), n in found.items():
-        t = reading.time(key[1], stamp)
-        events.append(Event(when if t is None else t, key[0], key[1], reading.facts(raw), n=n))
-    return events
-
-
-class _Reading:
-    """How to read the pairing's facts from the hits of one slot (built once per slot).
-
-    From the hot match's own groups when it captured them (nginx's upstream), else with the
-    slot's line shape compiled again capturing just those (nginx's strict context optional,
-    as in the hot regex); the time from the family's prefix. Iterating is left to C
-    (``map`` over compiled matchers and ``methodcaller``); converting is done per distinct
-    value and remembered.
-    """
-
-    def __init__(self, slot: Slot) -> None:
-        fam = slot.family
-        parts = [slot.message] + ([fam.evidence_context] if fam.evidence_context else [])
-        needs = [name for part in parts for name in part.names if name in _FACTS]
-        hot = dict(zip((name for name, _ in slot.hot), slot.hot_groups, strict=True))
-        self._pattern: re.Pattern[bytes] | None = None
-        if all(name in hot for name in needs):
-            self.captures = tuple(c for c in slot.hot if c[0] in needs)
-            self._read = reader(tuple(hot[name] for name, _ in self.captures))
-        else:
-            message = slot.message.keeping(needs)
-            regex = fam.prefix.keeping(()).regex + message.regex
-            self.captures = message.captures
-            if fam.evidence_context is not None:
-                context = fam.evidence_context.keeping(needs)
-                regex += f"(?:{context.regex})?"
-                self.captures += context.captures
-            self._pattern = re.compile(regex.encode(), re.DOTALL)
-        prefix = fam.prefix.keeping({"time"})
-        self._time = re.compile(prefix.regex.encode(), re.DOTALL) if prefix.captures else None
-        self._facts: dict[tuple[bytes | None, ...], dict[str, Any]] = {}
-        self._times: dict[bytes, float | None] = {}
-
-    def raws(self, matches: list[re.Match[bytes]]) -> list[tuple[bytes | None, ...]]:
-        """The raw facts of each hit."""
-        if self._pattern is None:
-            return list(map(self._read, matches))
-        lines = map(_LINE, matches)
-        try:
-            return list(map(_GROUPS, map(self._pattern.match, lines)))
-        except AttributeError:  # pragma: no cover - the hot regex matched the same shape
-            missing = (None,) * len(self.captures)
-            return [missing if m is None else m.groups()
-                    for m in map(self._pattern.match, map(_LINE, matches))]
-
-    def times(self, matches: list[re.Match[bytes]]) -> Iterable[bytes | None]:
-        """The time text of each hit (None: the line has none)."""
-        if self._time is None:
-            return repeat(None, len(matches))
-        try:  # the prefix matched in the hot regex, it matches here
-            return list(map(_GROUP1, map(self._time.match, map(_LINE, matches))))
-        except AttributeError:  # pragma: no cover
-            return [None if m is None else m.group(1)
-                    for m in map(self._time.match, map(_LINE, matches))]
-
-    def time(self, source: str, stamp: bytes | None) -> float | None:
-        if stamp is None:
-            return None
-        t = self._times.get(stamp, False)
-        if t is False:
-            if len(self._times) >= _CACHE:
-                self._times.clear()
-            t = self._times[stamp] = _parse_time(source, decode(stamp))
-        return t
-
-    def facts(self, raw: tuple[bytes | None, ...]) -> dict[str, Any]:
-        facts = self._facts.get(raw)
-        if facts is None:
-            if len(self._facts) >= _CACHE:
-                self._facts.clear()
-            facts = self._facts[raw] = convert(self.captures, raw)
-        return facts
-
-
-def _reading(slot: Slot) -> _Reading:
-    known = _READINGS.get(id(slot.full))
-    if known is not None and known[0] is slot.full:
-        return known[1]
-    reading = _Reading(slot)
-    _READINGS[id(slot.full)] = (slot.full, reading)
-    return reading
-
-
-class LineCorrelator:
-    """The daemon's root-cause hook (``gw502d.daemon.counters.Correlator``): called in the
-    follower's thread with each block's hits of the incidents it pairs, it adds the root
-    causes found to the daemon's ``causes[(incident, cause)]`` (``gw502d_root_causes_total``).
-
-    ``correlator`` holds what the advice needs (:class:`~gw502d.remediate.Context`).
-    """
-
-    watched = WATCHED
-
-    def __init__(self, window: float = DEFAULT_WINDOW) -> None:
-        self.correlator = Correlator(window)
-
-    def observe(self, keys: Sequence[tuple[str, str]], runs: Runs, when: float,
-                causes: dict[tuple[str, str], int]) -> None:
-        # The daemon reads lines as they are written: their arrival is a clock all logs
-        # share, whatever their own time zone, format, or lack of a time.
-        events = [event for k, slot, matches in runs
-                  for event in to_events(keys[k], slot, matches, when, dated=False)]
-        for found in self.correlator.observe_all(events):
-            pair = (found.incident, found.cause)
-            causes[pair] = causes.get(pair, 0) + found.n
-
-
-class Timeline:
-    """A scan's events, kept until every file is read, then replayed in time order.
-
-    Merge-sorting the events, not the files: an nginx error log and a uWSGI log cover the
-    same hours, so whole files in any order would never put an event next to its cause.
-    Memory: one small tuple per distinct event, at most *limit* (``dropped`` counts the
-    lines of more).
-    """
-
-    def __init__(self, limit: int = 500_000) -> None:
-        self.limit = limit
-        self.dropped = 0
-        self._dated: list[tuple[float, bool, int, Event]] = []
-        self._undated: list[Event] = []
-
-    def hook(self, keys: Sequence[tuple[str, str]]) -> OnWatched:
-        """The ``on_watched`` hook of the scan's :class:`~gw502d.classify.tally.Tally`."""
-
-        def on_watched(runs: Runs) -> None:
-            for k, slot, matches in runs:
-                for event in to_events(keys[k], slot, matches, None, dated=True):
-                    self.add(event)
-
-        return on_watched
-
-    def add(self, event: Event) -> None:
-        if len(self._dated) + len(self._undated) >= self.limit:
-            self.dropped += event.n
-        elif event.time is None:
-            self._undated.append(event)
-        else:
-            self._dated.append((event.time, kills_first(event), len(self._dated), event))
-
-    def correlate(self, window: float = DEFAULT_WINDOW) -> Correlator:
-        """Replay dated events by time, then undated ones in file order (order matching)."""
-        correlator = Correlator(window, keep_unexplained=self.limit)
-        self._dated.sort(key=lambda e: e[:3])
-        for *_, event in self._dated:
-            correlator.observe(event)
-        for event in self._undated:
-            correlator.observe(event)
-        return correlator

@@ -8,10 +8,10 @@ bytes (about 16 C calls for a 1 MiB block at the default cap), not with a pass o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import BinaryIO
-
 BLOCK_SIZE = 1 << 20
+# The long-line cap: longer lines are cut to it (configurable: max_line_bytes, --max-line)
+MAX_LINE = 65536
+MAX_LINE_RANGE = (1024, 16 << 20)
 
 
 def _has_run_longer_than(block: bytes, cap: int, end: int) -> bool:
@@ -44,7 +44,7 @@ class LineSplitter:
 
     __slots__ = ("_cap", "_held", "_tail", "long_lines")
 
-    def __init__(self, max_line: int = 65536) -> None:
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         if max_line < 1:
             raise ValueError("max_line must be positive")
         self._cap = max_line
@@ -102,17 +102,3 @@ class LineSplitter:
             if len(line) > cap:
                 lines[i] = line[:cap]
                 self.long_lines += 1
-
-
-def iter_lines(f: BinaryIO, max_line: int = 65536) -> Iterator[list[bytes]]:
-    """Yield the lines of a binary file, one non-empty list per block read.
-
-    The last line counts even without a trailing newline (this is for files read to
-    their end, as ``gw502d scan`` does, not for files still being written).
-    """
-    splitter = LineSplitter(max_line)
-    while block := f.read(BLOCK_SIZE):
-        if lines := splitter.feed(block):
-            yield lines
-    if rest := splitter.flush():
-        yield rest

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class SavedFile:
     ino: int
     fingerprint: str
     offset: int
+    draining: bool = False  # rotated away from path, read to its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +48,17 @@ class State:
     files: tuple[SavedFile, ...] = ()
     patterns: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    saved_at: float = 0.0  # wall clock: files written to after it may hold unread lines
 
     def encode(self) -> bytes:
         """The JSON document written to disk."""
         doc = {
             "version": VERSION,
+            "saved_at": self.saved_at,
             "patterns": list(self.patterns),
             "files": [
                 {"path": f.path, "dev": f.dev, "ino": f.ino,
-                 "fingerprint": f.fingerprint, "offset": f.offset}
+                 "fingerprint": f.fingerprint, "offset": f.offset, "draining": f.draining}
                 for f in self.files
             ],
             "extra": self.extra,
@@ -93,8 +96,13 @@ def decode(data: bytes) -> State:
         fingerprint_length(fp)
         saved.append(SavedFile(path=_str(f.get("path")), dev=_int(f.get("dev")),
                                ino=_int(f.get("ino")), fingerprint=fp,
-                               offset=_int(f.get("offset"))))
-    return State(files=tuple(saved), patterns=tuple(_str(p) for p in patterns), extra=extra)
+                               offset=_int(f.get("offset")),
+                               draining=f.get("draining") is True))
+    saved_at = doc.get("saved_at", 0.0)
+    if isinstance(saved_at, bool) or not isinstance(saved_at, int | float) or saved_at < 0:
+        raise ValueError(f"saved_at must be a time, got {saved_at!r}")
+    return State(files=tuple(saved), patterns=tuple(_str(p) for p in patterns), extra=extra,
+                 saved_at=float(saved_at))
 
 
 class StateFile:
@@ -102,7 +110,7 @@ class StateFile:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
-        self._written: bytes | None = None
+        self._unchanged: bytes | None = None
         self._failing = False
 
     def load(self) -> State | None:
@@ -122,7 +130,7 @@ class StateFile:
             log.warning("state file corrupt, starting fresh", path=str(self.path),
                         error=str(e))
             return None
-        self._written = data
+        self._unchanged = replace(state, saved_at=0.0).encode()
         return state
 
     def save(self, state: State) -> bool:
@@ -131,9 +139,10 @@ class StateFile:
         A failure is logged once until a write succeeds again: the follower keeps
         following, it only loses the ability to resume from a newer point.
         """
-        data = state.encode()
-        if data == self._written:
+        same = replace(state, saved_at=0.0).encode()  # the time alone is no change
+        if same == self._unchanged:
             return True
+        data = state.encode()
         try:
             self._write(data)
         except OSError as e:
@@ -144,8 +153,13 @@ class StateFile:
         if self._failing:
             log.info("saving state works again", path=str(self.path))
             self._failing = False
-        self._written = data
+        self._unchanged = same
         return True
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last save failed (a full disk, a read-only state dir)."""
+        return self._failing
 
     def _write(self, data: bytes) -> None:
         directory = self.path.parent

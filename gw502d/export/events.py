@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import structlog
 
+from gw502d.classify.block import Block
+from gw502d.classify.keys import Key
 from gw502d.classify.matcher import Slot
-from gw502d.classify.tally import Key
-from gw502d.export.incidents import redact_facts
-from gw502d.remediate import remediation_for
+from gw502d.export.incidents import LINE_CAP, redact_facts
+from gw502d.remediate.advice import remediation_for
 
 log = structlog.get_logger("gw502d.incident")
 
@@ -25,6 +26,12 @@ class IncidentEvents:
         self._interval = interval
         self._next: dict[Key, float] = {}
         self._suppressed: dict[Key, int] = {}
+
+    def log(self, block: Block) -> None:
+        """The log-events stage: one event per incident of *block*, unless rate-limited."""
+        for run in block.runs:
+            self.hit(run.slot.incident.key, run.slot, run.hits[-1].string[:LINE_CAP],
+                     block.log, block.time, count=len(run.hits))
 
     def hit(self, key: Key, slot: Slot, line: bytes, log_name: str, now: float, *,
             count: int = 1) -> None:

@@ -1,4 +1,8 @@
-"""Render a scan: a summary object (json), or text a person can act on."""
+"""Render a scan: a summary object (json), or text a person can act on.
+
+Text goes to a terminal: control characters from log lines (nginx copies ESC and BEL from
+a Referer or a rejected request line verbatim) are shown escaped, never sent raw.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 from gw502d.classify.catalog import Incident
 from gw502d.classify.tally import Tally
 from gw502d.parse.record import decode
-from gw502d.remediate import Context, advise
-from gw502d.report.scan import ScanResult
+from gw502d.remediate.advice import Context, advise_seen
+from gw502d.scan.engine import ScanResult
 
 EXAMPLE_WIDTH = 300
 
@@ -34,7 +38,7 @@ def _line_facts(tally: Tally, line: bytes | None) -> dict[str, Any]:
 
 def findings(result: ScanResult) -> list[Finding]:
     """Incidents with a count, most frequent first."""
-    tally = result.tally
+    tally = _tally(result)
     causes = result.correlator.by_incident()
     out = []
     for k, n in enumerate(tally.counts):
@@ -46,27 +50,29 @@ def findings(result: ScanResult) -> list[Finding]:
             first=_line_facts(tally, tally.first_line[k]),
             last=_line_facts(tally, tally.last_line[k]),
             example=decode(tally.first_line[k] or b""),
-            remediation=remediation(result, k),
+            remediation=remediation(result, incident),
             root_causes=causes.get(incident.id, {}) if incident.source == "nginx" else {},
         ))
     return sorted(out, key=lambda f: -f.count)
 
 
-def remediation(result: ScanResult, k: int) -> str:
-    """The remediation of incident *k* from its evidence, the other logs' and root causes."""
-    tally = result.tally
-    evidence = tally.evidence_for(k)
-    context = Context(tallies=(tally,), correlator=result.correlator)
-    return advise(tally.incident(k), evidence.facts() if evidence else [], context).text
+def _tally(result: ScanResult) -> Tally:
+    return result.tallies.for_family(None)  # a scan reads every family with one tally
+
+
+def remediation(result: ScanResult, incident: Incident) -> str:
+    """The remediation of *incident* from its evidence, the other logs' and root causes."""
+    context = Context(tallies=result.tallies, correlator=result.correlator)
+    return advise_seen(incident, context).text
 
 
 def summary(result: ScanResult) -> dict[str, Any]:
     """The ``--format json`` object."""
-    tally = result.tally
+    tally = _tally(result)
     texts: dict[str, dict[str, str]] = {}
     for k, (incident, source) in enumerate(tally.keys):
         if tally.counts[k]:
-            texts.setdefault(incident, {})[source] = remediation(result, k)
+            texts.setdefault(incident, {})[source] = remediation(result, tally.incident(k))
     return {
         "lines": result.lines,
         "files": result.files,
@@ -75,6 +81,13 @@ def summary(result: ScanResult) -> dict[str, Any]:
         "remediation": texts,
         "root_causes": result.correlator.by_incident(),
     }
+
+
+def printable(text: str) -> str:
+    """*text* with control characters escaped (``\\x1b``), safe for a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def text(result: ScanResult) -> str:
@@ -87,14 +100,15 @@ def text(result: ScanResult) -> str:
         out += [
             f"{i.id} ({i.source}, {i.severity}, {status}): {f.count} line(s)",
             f"  {i.summary}",
-            f"  first seen: {f.first.get('time', '?')}   last seen: {f.last.get('time', '?')}",
-            f"  example:    {f.example[:EXAMPLE_WIDTH]}",
+            f"  first seen: {printable(str(f.first.get('time', '?')))}   "
+            f"last seen: {printable(str(f.last.get('time', '?')))}",
+            f"  example:    {printable(f.example[:EXAMPLE_WIDTH])}",
         ]
         if f.root_causes:
             causes = ", ".join(f"{c} x{n}" for c, n in
                                sorted(f.root_causes.items(), key=lambda cn: -cn[1]))
             out.append(f"  root cause: {causes} (from the backend's log)")
-        out.append(f"  fix:        {f.remediation}")
+        out.append(f"  fix:        {printable(f.remediation)}")
         if i.docs:
             out.append(f"  docs:       {' '.join(i.docs)}")
         out.append("")
@@ -104,5 +118,5 @@ def text(result: ScanResult) -> str:
     if result.uncorrelated:
         out.append(f"{result.uncorrelated} event(s) beyond the timeline's cap were not "
                    "correlated")
-    out += [f"error: {e}" for e in result.errors]
+    out += [f"error: {printable(e)}" for e in result.errors]
     return "\n".join(out) + "\n"

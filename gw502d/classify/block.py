@@ -1,0 +1,50 @@
+"""A block: the lines one read of a log gave, and what the pipeline's stages found in them.
+
+Every stage has one signature, ``Stage = Callable[[Block], None]``: it reads the block and
+adds to what it keeps (counts, root causes, recent incidents, log events). The classify
+stage fills ``hits``, ``runs`` and ``slots`` for the stages after it, so a line is matched
+once. The daemon's and the scan's stage lists are each written in one place
+(:mod:`gw502d.daemon.pipeline`, :mod:`gw502d.scan.engine`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from gw502d.classify.matcher import Slot
+
+Match = re.Match[bytes]
+
+
+class Run(NamedTuple):
+    """One slot's hits in a block, in line order; ``k`` indexes ``catalog.keys``."""
+
+    k: int
+    slot: Slot
+    hits: list[Match]
+
+
+@dataclass(slots=True, eq=False)
+class Block:
+    """Complete lines of one log, read at ``time`` (wall clock).
+
+    ``times``, when given, is each line's own time (a journal record's), else every line
+    counts as read at ``time``. ``hits`` are the matches of incident and companion lines in
+    line order, ``runs`` the counted incidents' hits per slot in the order of each slot's
+    last hit, ``slots`` the classifier's slots by group (``m.lastindex``).
+    """
+
+    log: str
+    family: str | None
+    lines: list[bytes]
+    time: float
+    times: Sequence[float] | None = None
+    hits: list[Match] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    slots: Mapping[int, Slot] = field(default_factory=dict)
+
+
+Stage = Callable[[Block], None]

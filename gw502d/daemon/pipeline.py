@@ -1,0 +1,115 @@
+"""The way every block of lines goes in ``gw502d run``, in one place.
+
+The follower hands each block it reads to :meth:`Pipeline.feed`, which wraps it in a
+:class:`~gw502d.classify.block.Block` and passes it through the stages, in this order::
+
+    tallies.count        classify: match each line once, count, keep evidence
+    unparsed.count       lines without their family's record shape, per log
+    root_causes.observe  pair nginx symptoms with backend causes, at arrival time
+    recent.keep          the newest incident lines, for /incidents
+    events.log           one rate-limited log event per incident
+
+Every stage has one signature (``Block -> None``) and keeps its own numbers; the exporter
+reads them through :class:`~gw502d.daemon.totals.Totals` when Prometheus asks. All
+stages run in the follower's thread, under :attr:`Pipeline.lock`, taken once per block
+(up to 1 MiB of lines), never per line. A reload builds the stages of the new catalog
+outside the lock and swaps them in between two blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gw502d.classify.block import Block, Stage
+from gw502d.classify.catalog import Catalog
+from gw502d.classify.events import EVENT_FACTS
+from gw502d.classify.tally import Tallies
+from gw502d.classify.unparsed import UnparsedLines
+from gw502d.daemon.totals import Totals
+from gw502d.export.collector import Numbers
+from gw502d.export.events import IncidentEvents
+from gw502d.export.incidents import RecentIncidents
+from gw502d.remediate.root_causes import RootCauses
+from gw502d.source.spec import LogSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the stages are built with (from the configuration)."""
+
+    incidents_buffer: int
+    redact: bool
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The live stages of one catalog."""
+
+    catalog: Catalog
+    tallies: Tallies
+    unparsed: UnparsedLines
+    root_causes: RootCauses
+    recent: RecentIncidents
+    events: IncidentEvents
+
+    @property
+    def route(self) -> tuple[Stage, ...]:
+        return (self.tallies.count, self.unparsed.count, self.root_causes.observe,
+                self.recent.keep, self.events.log)
+
+
+class Pipeline:
+    """The stages of the running configuration, and the totals they add to."""
+
+    def __init__(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings,
+                 totals: Totals) -> None:
+        self.lock = threading.Lock()
+        self.totals = totals
+        self.stages = self._build(catalog, specs, settings, None)
+        self._route = self.stages.route
+
+    def _build(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings,
+               old: Stages | None) -> Stages:
+        recent = old.recent if old is not None else RecentIncidents(settings.incidents_buffer)
+        events = old.events if old is not None else IncidentEvents(redact=settings.redact)
+        return Stages(
+            catalog=catalog,
+            tallies=Tallies(catalog, dict.fromkeys(s.family for s in specs),
+                            capture=EVENT_FACTS),
+            unparsed=UnparsedLines(catalog, self.totals.unparsed),
+            root_causes=RootCauses(catalog.keys, settings.window, self.totals.root_causes,
+                                   old.root_causes.correlator if old is not None else None),
+            recent=recent,
+            events=events,
+        )
+
+    def feed(self, spec: LogSpec, path: str, lines: list[bytes]) -> None:
+        """The follower's ``on_lines``: one block through every stage."""
+        with self.lock:
+            block = Block(spec.name, spec.family, lines, time.time())
+            for stage in self._route:
+                stage(block)
+
+    def reload(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings) -> None:
+        """Count with stages of *catalog* from the next block on; totals carry over."""
+        fresh = self._build(catalog, specs, settings, self.stages)  # compiling takes a while
+        with self.lock:
+            self.totals.carry(self.stages.tallies)
+            fresh.recent.resize(settings.incidents_buffer)
+            fresh.events.redact = settings.redact
+            self.stages, self._route = fresh, fresh.route
+
+    def snapshot(self) -> dict[str, object]:
+        """The follower's ``snapshot_extra``: the counters saved with the file offsets."""
+        with self.lock:
+            return self.totals.snapshot(self.stages.tallies, self.stages.root_causes)
+
+    def numbers(self) -> Numbers:
+        """Everything a scrape exports, read at once."""
+        with self.lock:
+            s = self.stages
+            return self.totals.numbers(s.catalog, s.tallies, s.root_causes)

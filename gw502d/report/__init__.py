@@ -1,1 +1,0 @@
-"""Report: what an offline scan found, as text for a person or JSON for a program."""

@@ -1,0 +1,114 @@
+"""``gw502d scan``: the daemon's engine over whole files (plain, gzip, stdin).
+
+Each block of lines goes through the scan's stages, in this order::
+
+    tallies.count     classify: match each line once, count, keep evidence
+    timeline.add      keep the root-cause events with their lines' own times
+    occurrences.emit  one jsonl record per incident line (--format jsonl only)
+
+Root causes are paired once every input is read (:class:`~gw502d.remediate.root_causes.
+Timeline`): an nginx error log and a uWSGI log cover the same hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gw502d.classify.block import Block, Stage
+from gw502d.classify.catalog import Catalog
+from gw502d.classify.events import EVENT_FACTS
+from gw502d.classify.matcher import Hit
+from gw502d.classify.tally import Tallies
+from gw502d.parse.traceback import record_start
+from gw502d.remediate.advice import remediation_for
+from gw502d.remediate.correlate import DEFAULT_WINDOW, Correlator
+from gw502d.remediate.root_causes import Timeline
+from gw502d.source.inputs import InputError, blocks, expand
+from gw502d.source.lines import MAX_LINE
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One incident line found by a scan (the jsonl record)."""
+
+    path: str
+    line: int
+    hit: Hit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "line": self.line, "source": self.hit.incident.source,
+            "incident": self.hit.incident.id, "fields": self.hit.facts,
+            "remediation": remediation_for(self.hit.incident, self.hit.facts),
+        }
+
+
+class Occurrences:
+    """The jsonl stage: each incident line with the 1-based number of its record's first
+    line (a traceback's ``Traceback (most recent call last):``)."""
+
+    def __init__(self, emit: Callable[[Occurrence], None]) -> None:
+        self._emit = emit
+        self._seen: dict[str, int] = {}  # lines read per path before this block
+
+    def emit(self, block: Block) -> None:
+        base = self._seen.get(block.log, 0)
+        hits = iter(block.hits)
+        m = next(hits, None)
+        for i, line in enumerate(block.lines):
+            if m is None:
+                break
+            if m.string is line:  # the matcher was given this very object
+                slot = block.slots[m.lastindex]  # type: ignore[index]
+                if not slot.incident.companion:
+                    first = record_start(block.lines, i, slot.incident.source)
+                    self._emit(Occurrence(block.log, base + first + 1, slot.resolve(line)))
+                m = next(hits, None)
+        self._seen[block.log] = base + len(block.lines)
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Totals of a scan; the tallies hold the per-incident numbers (one, for every
+    family), the correlator the root causes found across all inputs (``uncorrelated``:
+    events beyond the timeline's cap)."""
+
+    tallies: Tallies
+    correlator: Correlator = field(default_factory=Correlator)
+    uncorrelated: int = 0
+    lines: int = 0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
+         on_occurrence: Callable[[Occurrence], None] | None = None,
+         progress: Callable[[int], None] | None = None,
+         window: float = DEFAULT_WINDOW) -> ScanResult:
+    """Classify every line of *paths* in order, then join the events of all of them by
+    time into root causes. Unreadable inputs are recorded, not fatal."""
+    tallies = Tallies(catalog, capture=EVENT_FACTS)
+    timeline = Timeline(catalog.keys)
+    route: list[Stage] = [tallies.count, timeline.add]
+    if on_occurrence is not None:
+        route.append(Occurrences(on_occurrence).emit)
+    inputs, errors = expand(paths)
+    result = ScanResult(tallies, errors=errors)
+    for path in inputs:
+        try:
+            for lines in blocks(path, max_line):
+                block = Block(path, None, lines, 0.0)
+                for stage in route:
+                    stage(block)
+                result.lines += len(lines)
+                if progress is not None:
+                    progress(sum(map(len, lines)) + len(lines))
+        except InputError as exc:
+            result.errors.append(str(exc))
+            continue
+        result.files.append(path)
+    result.correlator = timeline.correlate(window)
+    result.uncorrelated = timeline.dropped
+    return result
