@@ -17,8 +17,10 @@ if [ ! -e "$policy" ]; then
   trap '$SUDO rm -f "$policy"' EXIT
 fi
 $SUDO apt-get update -qq
+# podman, runc, mmdebstrap, slirp4netns: tests/test_container.py builds and runs the image.
 $SUDO apt-get install -y -qq --no-install-recommends \
-  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd >/dev/null
+  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd \
+  podman runc mmdebstrap slirp4netns >/dev/null
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check gw502d tests bench
