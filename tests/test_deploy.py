@@ -851,9 +851,20 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    needed = ["pyproject.toml", "README.md", "gw502d/__init__.py", "deploy/gw502d.toml.example"]
+    needed = [
+        "pyproject.toml",
+        "MANIFEST.in",
+        "README.md",
+        "gw502d/__init__.py",
+        "patterns/nginx.toml",
+        "deploy/gw502d.toml.example",
+    ]
     for path in needed:
         assert not _dockerignored(path, patterns), path
+    # An allow-list entry naming nothing hides a missing file from the build.
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            assert list(ROOT.glob(pattern[1:].rstrip("/"))), f"{pattern} names no file"
     for path in (".git/config", "tests/test_deploy.py", "gw502d/__pycache__/x.pyc"):
         assert _dockerignored(path, patterns), path
     copied = [
