@@ -18,7 +18,7 @@ if [ ! -e "$policy" ]; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd >/dev/null
+  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd mtail >/dev/null
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check gw502d tests bench
