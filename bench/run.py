@@ -20,7 +20,7 @@ tool's counts per (incident, source) against the generator's truth.
   counted by the same labels), on a unix socket (its one-shot mode still listens).
 
     python3 bench/run.py                      # full size, 3 rounds
-    python3 bench/run.py --quick              # a twentieth of the lines, 2 rounds: a smoke test
+    python3 bench/run.py --quick              # a twentieth of the lines, 1 round: a smoke test
     python3 bench/run.py --only gw502d-scan,mtail --datasets storm,storm-spread
 
 mtail comes from Debian's package ``mtail``; without it its rows are skipped with a
@@ -134,13 +134,13 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DATA), help="where datasets are kept (reused)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="a twentieth of the lines, 2 rounds")
+    ap.add_argument("--quick", action="store_true", help="a twentieth of the lines, 1 round")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full-size lines")
     ap.add_argument("--datasets", default=",".join(SIZES))
     ap.add_argument("--only", default="", help="comma-separated tool names")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
-    rounds = 2 if a.quick else a.rounds
+    rounds = 1 if a.quick else a.rounds
     scale = 0.05 if a.quick else a.scale
     sockets = Path(tempfile.mkdtemp(prefix="gw502bench-"))
     try:

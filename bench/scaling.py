@@ -15,7 +15,7 @@
   Time from the first write until /metrics counts every line.
 
     python3 bench/scaling.py                 # full size, 3 rounds
-    python3 bench/scaling.py --quick         # small datasets, 2 rounds: a smoke test
+    python3 bench/scaling.py --quick         # a twentieth of the lines, 1 round: a smoke test
     python3 bench/scaling.py catalog --factors 1,2
 
 Runs are interleaved round by round, as in run.py.
@@ -227,14 +227,14 @@ def main() -> int:
     ap.add_argument("what", nargs="?", choices=["all", "catalog", "files"], default="all")
     ap.add_argument("--data", default=str(DATA), help="where datasets are kept (reused)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="a twentieth of the lines, 2 rounds")
+    ap.add_argument("--quick", action="store_true", help="a twentieth of the lines, 1 round")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full-size lines")
     ap.add_argument("--factors", default="1,1.5,2", help="catalog sizes, today's = 1")
     ap.add_argument("--datasets", default=",".join(SIZES), help="for the catalog rows")
     ap.add_argument("--files", default="1,10,100", help="followed files")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
-    rounds = 2 if a.quick else a.rounds
+    rounds = 1 if a.quick else a.rounds
     scale = 0.05 if a.quick else a.scale
     data = Path(a.data)
     results: dict[str, Any] = {}
