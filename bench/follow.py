@@ -2,432 +2,44 @@
 """``gw502d run`` measured as a tailer, from the outside: what a Prometheus scrape sees.
 
 bench/follow_latency.py and bench/idle_cpu.py time the Follower inside one process; this
-script starts the real daemon (``python3 -m gw502d run`` on 127.0.0.1, a temporary config
-and state dir), writes to the file it follows from a separate writer process and reads
-the answers from ``/metrics`` and ``/proc/<pid>``, so the exporter, the lock between the
-follower and a scrape, and the process's start-up memory are all in the numbers.
+script starts the real daemon (harness.py: ``gw502d run`` on 127.0.0.1, a temporary
+config and state dir), writes to the files it follows from separate writer processes
+(writers.py) and reads the answers from ``/metrics`` and ``/proc/<pid>``.
 
     python3 bench/follow.py latency --rate 1000 --rate 10000 --seconds 10
     python3 bench/follow.py sustained --seconds 30      # mixed dataset, one write() per line
     python3 bench/follow.py idle --seconds 60 --files 50
     python3 bench/follow.py rss --incidents 1000000
+    python3 bench/follow.py page --incidents 10000      # GET / with 10k recent incidents
 
-Every scrape uses a new connection: on a kept-alive one the daemon's answer waits for a
-delayed ACK (headers and body go out in two writes), about 40 ms a scrape here. Clocks
-are CLOCK_MONOTONIC, shared by the writer process and this one. bench/run.py imports
-:func:`follow_file` for its ``gw502d-follow`` row.
+Clocks are CLOCK_MONOTONIC, shared by the writer processes and this one.
 """
 
 from __future__ import annotations
 
 import argparse
 import array
-import http.client
 import json
-import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from run import DATASETS, ROOT, SHARED_TYPES, generate
-
-HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-CHUNK = 1 << 20
-LINES = "gw502d_log_lines_total"
-INCIDENTS = "gw502d_incidents_total"
-OPEN_FILES = "gw502d_log_open_files"
-# The latency line: the upstream_timeout example of patterns/nginx.toml (reading the
-# response header), with a date and connection number of our own.
-TIMEOUT_LINE = ('%s [error] 812#812: *%d upstream timed out (110: Connection timed out) while '
-                'reading response header from upstream, client: 127.0.0.1, server: localhost, '
-                'request: "GET /slow HTTP/1.1", upstream: "http://127.0.0.1:8000/slow", '
-                'host: "localhost"\n')
-# Storm lines: the five nginx incidents of the shared types, each with its own URI and
-# client, as a scan of the whole address space would give (nginx copies the request's
-# URI into the upstream of a proxy_pass without a URI part).
-STORM = (
-    ("upstream_timeout", "[error]", "upstream timed out (110: Connection timed out) while "
-     "reading response header from upstream", '"http://10.1.0.{u}:8000{uri}"'),
-    ("upstream_header_too_big", "[error]", "upstream sent too big header while reading response "
-     "header from upstream", '"uwsgi://127.0.0.1:5000"'),
-    ("upstream_connect_refused", "[error]", "connect() failed (111: Connection refused) while "
-     "connecting to upstream", '"http://10.1.0.{u}:8001{uri}"'),
-    ("upstream_premature_close", "[error]", "upstream prematurely closed connection while "
-     "reading response header from upstream", '"uwsgi://unix:/run/uwsgi/app.sock:"'),
-    ("client_disconnect", "[info]", "client prematurely closed connection while sending "
-     "response to client", '"http://10.1.0.{u}:8000{uri}"'),
+import writers
+from datasets import DATA, dataset
+from harness import (
+    INCIDENT_LABELS,
+    INCIDENTS,
+    OPEN_FILES,
+    Daemon,
+    get,
+    percentile,
+    samples,
+    series_count,
+    wait_lines,
 )
-
-
-# -- the daemon ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (closed again for the daemon)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, bytes, int]:
-    """Status, body and the monotonic ns the answer was complete, on a new connection."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, body, time.monotonic_ns()
-    finally:
-        conn.close()
-
-
-def samples(body: bytes, name: str) -> dict[tuple[str, ...], float]:
-    """The series of one metric family by label values (in the exporter's label order)."""
-    out: dict[tuple[str, ...], float] = {}
-    head = name.encode()
-    for line in body.splitlines():
-        if line.startswith(head) and line[len(head):len(head) + 1] in (b"{", b" "):
-            series, _, value = line.rpartition(b" ")
-            labels = re.findall(rb'="((?:[^"\\]|\\.)*)"', series)
-            out[tuple(v.decode() for v in labels)] = float(value)
-    return out
-
-
-def series_count(body: bytes) -> tuple[int, int]:
-    """(every series, gw502d's own series) on one /metrics page."""
-    lines = [ln for ln in body.splitlines() if ln and not ln.startswith(b"#")]
-    return len(lines), sum(ln.startswith(b"gw502d_") for ln in lines)
-
-
-def shared_counts(incidents: dict[tuple[str, ...], float]) -> dict[str, int]:
-    """gw502d's incident counters as the peer benchmark's eight types (as gw502d-scan)."""
-    return {t: int(sum(incidents.get(pair, 0) for pair in pairs))
-            for t, pairs in SHARED_TYPES.items()}
-
-
-class Daemon:
-    """One ``gw502d run`` child on 127.0.0.1 with a config of its own; stopped by its PID."""
-
-    def __init__(self, work: Path, logs: list[tuple[Path, str, str | None]]) -> None:
-        self.work = work
-        self.port = free_port()
-        config = ['start_at = "end"']
-        for path, name, family in logs:
-            config += ["", "[[log]]", f"path = {json.dumps(str(path))}",
-                       f"name = {json.dumps(name)}"]
-            if family is not None:
-                config.append(f"family = {json.dumps(family)}")
-        (work / "gw502d.toml").write_text("\n".join(config) + "\n")
-        self._out = (work / "gw502d.out").open("wb")  # its JSON events, for a post-mortem
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gw502d", "run", "--config", str(work / "gw502d.toml"),
-             "--listen", f"{HOST}:{self.port}", "--state-dir", str(work / "state")],
-            stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"gw502d run exited {self.proc.returncode}: "
-                                   f"see {work / 'gw502d.out'}")
-            try:
-                if get(self.port, "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("gw502d run not healthy after 60 s")
-            time.sleep(0.05)
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """SIGTERM (it saves its state), SIGKILL if it is still there after 30 s."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-    def metrics(self) -> tuple[bytes, int]:
-        """One scrape of /metrics and when its answer was complete."""
-        status, body, t = get(self.port, "/metrics")
-        if status != 200:
-            raise RuntimeError(f"/metrics answered {status}")
-        return body, t
-
-    def lines(self) -> tuple[int, int]:
-        """Lines read over every log, and when the scrape saying so was complete."""
-        body, t = self.metrics()
-        return int(sum(samples(body, LINES).values())), t
-
-    def cpu(self) -> float:
-        """User + system CPU seconds so far (every thread), from /proc/<pid>/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def status(self, key: str) -> float:
-        """A /proc/<pid>/status field in MB (VmRSS, VmHWM) or as a number (Threads)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == key:
-                number = int(value.split()[0])
-                return number / 1024 if value.strip().endswith("kB") else number
-        raise KeyError(key)
-
-
-def wait_lines(daemon: Daemon, total: int, *, slowest: float = 0.25,
-               history: list[tuple[int, int]] | None = None) -> int:
-    """Poll until the daemon has read *total* lines; when the scrape saying so was complete.
-
-    Each scrape costs the daemon a few ms of the GIL, so the poller sleeps half the time the
-    last rate predicts for the rest (5 ms to *slowest*): few scrapes while it is far
-    behind, a few ms of resolution at the end.
-    """
-    seen: list[tuple[int, int]] = history if history is not None else []
-    stalled_since = time.monotonic()
-    while True:
-        n, t = daemon.lines()
-        if seen and n > seen[-1][1]:
-            stalled_since = time.monotonic()
-        seen.append((t, n))
-        if n >= total:
-            return t
-        if time.monotonic() - stalled_since > 60:
-            raise RuntimeError(f"gw502d stopped at {n} of {total} lines")
-        wait = slowest
-        if len(seen) >= 2 and seen[-1][1] > seen[-2][1]:
-            rate = (seen[-1][1] - seen[-2][1]) / ((seen[-1][0] - seen[-2][0]) / 1e9)
-            wait = (total - n) / rate / 2
-        time.sleep(min(max(wait, 0.005), slowest))
-
-
-def wait_counts(daemon: Daemon, truth: dict[str, int], seconds: float = 3.0) -> dict[str, int]:
-    """The eight shared counts once they equal *truth*, or as they are after *seconds*.
-
-    ``lines_total`` counts a block before the block is classified, so the last block's
-    incidents may show up a scrape later.
-    """
-    deadline = time.monotonic() + seconds
-    while True:
-        counts = shared_counts(samples(daemon.metrics()[0], INCIDENTS))
-        if counts == truth or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.02)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of sorted *values*."""
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-# -- writers (run in their own process: `follow.py writer KIND ...`) -------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _open_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-
-def writer_copy(src: str, dst: str) -> dict[str, int]:
-    """Append *src* to *dst* in 1 MiB writes that end on a line boundary, at full speed."""
-    fd = _open_append(dst)
-    first = last = lines = size = 0
-    carry = b""
-    with open(src, "rb") as f:
-        while block := f.read(CHUNK):
-            block = carry + block
-            cut = block.rfind(b"\n") + 1
-            carry, block = block[cut:], block[:cut]
-            if not block:
-                continue
-            first = first or time.monotonic_ns()
-            _write_all(fd, block)
-            last = time.monotonic_ns()
-            lines += block.count(b"\n")
-            size += len(block)
-    if carry:
-        _write_all(fd, carry + b"\n")
-        last, lines, size = time.monotonic_ns(), lines + 1, size + len(carry) + 1
-    os.close(fd)
-    return {"first_ns": first, "last_ns": last, "lines": lines, "bytes": size}
-
-
-def writer_rate(dst: str, rate: int, seconds: float, times: str) -> dict[str, int]:
-    """Incident lines at *rate*/s, one write() per line as nginx does; write times to *times*.
-
-    The time of each line is taken just before its write() and saved (int64 ns) for the
-    poller to match against the counter.
-    """
-    fd = _open_append(dst)
-    stamps = array.array("q")
-    start = time.monotonic()
-    n = 0
-    while (elapsed := time.monotonic() - start) < seconds:
-        due = int(elapsed * rate) + 1
-        date = time.strftime("%Y/%m/%d %H:%M:%S")
-        while n < due:
-            line = (TIMEOUT_LINE % (date, n + 1)).encode()
-            stamps.append(time.monotonic_ns())
-            os.write(fd, line)
-            n += 1
-        time.sleep(0.0005)
-    os.close(fd)
-    with open(times, "wb") as f:
-        stamps.tofile(f)
-    return {"first_ns": stamps[0], "last_ns": time.monotonic_ns(), "lines": n}
-
-
-def _dataset_lines(src: str) -> Iterator[list[bytes]]:
-    """The dataset's lines in batches, over and over."""
-    while True:
-        carry = b""
-        with open(src, "rb") as f:
-            while block := f.read(4 * CHUNK):
-                block = carry + block
-                cut = block.rfind(b"\n") + 1
-                carry = block[cut:]
-                yield block[:cut].splitlines(keepends=True)
-
-
-def writer_lines(src: str, dst: str, seconds: float, rate: int) -> dict[str, int]:
-    """The dataset's lines, one write() per line, for *seconds* (at *rate*/s if not 0)."""
-    fd = _open_append(dst)
-    first = time.monotonic_ns()
-    end = first + int(seconds * 1e9)
-    n = size = 0
-    write = os.write
-    for batch in _dataset_lines(src):
-        for i in range(0, len(batch), 1000):
-            now = time.monotonic_ns()
-            if now >= end:
-                break
-            if rate:
-                ahead = n / rate - (now - first) / 1e9
-                if ahead > 0:
-                    time.sleep(ahead)
-            part = batch[i:i + 1000]
-            for line in part:
-                write(fd, line)
-            n += len(part)
-            size += sum(map(len, part))
-        else:
-            continue
-        break
-    last = time.monotonic_ns()
-    os.close(fd)
-    return {"first_ns": first, "last_ns": last, "lines": n, "bytes": size}
-
-
-def storm_line(i: int) -> bytes:
-    """Incident line *i* of the RSS storm: its own URI, client and connection number."""
-    incident, level, message, upstream = STORM[i % len(STORM)]
-    del incident
-    uri = f"/shop/item/{i}?ref={i * 7919 % 1000003}"
-    client = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-    ups = upstream.format(u=i % 250 + 1, uri=uri)
-    return (f"2026/11/22 03:00:{i // 20000 % 60:02d} {level} 812#812: *{i + 1} {message}, "
-            f'client: {client}, server: shop.example.net, request: "GET {uri} HTTP/1.1", '
-            f'upstream: {ups}, host: "shop.example.net"\n').encode()
-
-
-def writer_storm(dst: str, count: int) -> dict[str, int]:
-    """*count* storm lines in ~1 MiB writes, generated as they are written."""
-    fd = _open_append(dst)
-    first = 0
-    buf: list[bytes] = []
-    size = 0
-    for i in range(count):
-        line = storm_line(i)
-        buf.append(line)
-        size += len(line)
-        if size >= CHUNK or i == count - 1:
-            first = first or time.monotonic_ns()
-            _write_all(fd, b"".join(buf))
-            buf, size = [], 0
-    last = time.monotonic_ns()
-    os.close(fd)
-    return {"first_ns": first, "last_ns": last, "lines": count}
-
-
-def start_writer(*args: str) -> subprocess.Popen[str]:
-    """This script as a writer process (its own interpreter, so no GIL shared with us)."""
-    return subprocess.Popen([sys.executable, __file__, "writer", *args],
-                            stdout=subprocess.PIPE, text=True)
-
-
-def writer_result(proc: subprocess.Popen[str]) -> dict[str, int]:
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"writer failed ({proc.returncode})")
-    result: dict[str, int] = json.loads(out)
-    return result
-
-
-# -- bench/run.py's gw502d-follow row ---------------------------------------------------
-
-
-@dataclass
-class FollowRun:
-    """One follow-mode run over a dataset (times in seconds, memory in MB)."""
-
-    wall: float  # first write -> lines_total == the dataset's lines
-    cpu: float
-    rss_mb: float  # VmHWM
-    lag: float  # writer's last write -> lines_total == the dataset's lines
-    writer: float  # first write -> last write
-    counts: dict[str, int] = field(default_factory=dict)
-    scrapes: int = 0
-
-
-def follow_file(dataset: Path, total: int) -> FollowRun:
-    """The daemon follows an empty file; the dataset is appended to it in 1 MiB writes."""
-    with tempfile.TemporaryDirectory(prefix="gw502follow-") as tmp:
-        work = Path(tmp)
-        followed = work / "error.log"
-        followed.touch()
-        with Daemon(work, [(followed, "bench", None)]) as daemon:
-            cpu0 = daemon.cpu()
-            writer = start_writer("copy", str(dataset), str(followed))
-            seen: list[tuple[int, int]] = []
-            done = wait_lines(daemon, total, history=seen)
-            cpu1 = daemon.cpu()
-            w = writer_result(writer)
-            if w["lines"] != total:
-                raise RuntimeError(f"writer wrote {w['lines']} lines, dataset has {total}")
-            truth = json.loads(Path(f"{dataset}.truth.json").read_text())["counts"]
-            counts = wait_counts(daemon, truth)
-            return FollowRun(wall=(done - w["first_ns"]) / 1e9, cpu=cpu1 - cpu0,
-                             rss_mb=daemon.status("VmHWM"), lag=(done - w["last_ns"]) / 1e9,
-                             writer=(w["last_ns"] - w["first_ns"]) / 1e9, counts=counts,
-                             scrapes=len(seen))
-
 
 # -- subcommands -----------------------------------------------------------------------
 
@@ -443,11 +55,10 @@ def cmd_latency(a: argparse.Namespace) -> int:
         followed.touch()
         with Daemon(work, [(followed, "nginx", "nginx")]) as daemon:
             for rate in rates:
-                base = samples(daemon.metrics()[0], INCIDENTS)[key]
+                base = samples(daemon.metrics()[0], INCIDENTS, INCIDENT_LABELS)[key]
                 times = work / f"times-{rate}"
                 cpu0, t0 = daemon.cpu(), time.monotonic()
-                writer = start_writer("rate", str(followed), str(rate), str(a.seconds),
-                                      str(times))
+                writer = writers.start("rate", followed, rate, a.seconds, times)
                 seen: list[tuple[int, int]] = []  # (answer complete ns, lines counted)
                 durations: list[float] = []
                 written: int | None = None
@@ -456,9 +67,9 @@ def cmd_latency(a: argparse.Namespace) -> int:
                     sent = time.monotonic_ns()
                     body, t = daemon.metrics()
                     durations.append((t - sent) / 1e6)
-                    seen.append((t, int(samples(body, INCIDENTS)[key] - base)))
+                    seen.append((t, int(samples(body, INCIDENTS, INCIDENT_LABELS)[key] - base)))
                     if written is None and writer.poll() is not None:
-                        written = writer_result(writer)["lines"]
+                        written = writers.result(writer)["lines"]
                         deadline = time.monotonic() + 10
                     if written is not None and (seen[-1][1] >= written
                                                 or time.monotonic() > (deadline or 0)):
@@ -506,10 +117,7 @@ def _at(history: list[tuple[int, int]], t: int) -> float:
 
 def cmd_sustained(a: argparse.Namespace) -> int:
     """The mixed dataset, line by line, for N seconds: does the daemon keep up?"""
-    n = DATASETS["mixed"][1]
-    data = Path(a.data)
-    data.mkdir(parents=True, exist_ok=True)
-    dataset = generate(data, "mixed", n)
+    source = dataset(Path(a.data), "mixed", a.lines)
     rows = []
     for rate in a.rate or [0]:
         with tempfile.TemporaryDirectory(prefix="gw502follow-", dir=a.tmp) as tmp:
@@ -518,8 +126,7 @@ def cmd_sustained(a: argparse.Namespace) -> int:
             followed.touch()
             with Daemon(work, [(followed, "bench", None)]) as daemon:
                 cpu0 = daemon.cpu()
-                writer = start_writer("lines", str(dataset), str(followed), str(a.seconds),
-                                      str(rate))
+                writer = writers.start("lines", source, followed, a.seconds, rate)
                 seen: list[tuple[int, int]] = []
                 while True:  # every 100 ms, and at once when the writer is done
                     n, t = daemon.lines()
@@ -529,7 +136,7 @@ def cmd_sustained(a: argparse.Namespace) -> int:
                         break
                     except subprocess.TimeoutExpired:
                         pass
-                w = writer_result(writer)
+                w = writers.result(writer)
                 done = wait_lines(daemon, w["lines"], slowest=0.1, history=seen)
                 cpu = daemon.cpu() - cpu0
                 seconds = (w["last_ns"] - w["first_ns"]) / 1e9
@@ -612,9 +219,9 @@ def cmd_rss(a: argparse.Namespace) -> int:
             series0 = series_count(daemon.metrics()[0])
             time.sleep(1.0)
             before = daemon.status("VmRSS")
-            writer = start_writer("storm", str(followed), str(a.incidents))
+            writer = writers.start("storm", followed, a.incidents)
             done = wait_lines(daemon, a.incidents)
-            w = writer_result(writer)
+            w = writers.result(writer)
             right_after = daemon.status("VmRSS")
             time.sleep(5.0)
             later = daemon.status("VmRSS")
@@ -639,19 +246,48 @@ def cmd_rss(a: argparse.Namespace) -> int:
     return 0 if incidents == a.incidents else 1
 
 
-def cmd_writer(a: argparse.Namespace) -> int:
-    """The writer process: runs one writer, prints its JSON summary."""
-    kind, args = a.kind, a.args
-    if kind == "copy":
-        result = writer_copy(args[0], args[1])
-    elif kind == "rate":
-        result = writer_rate(args[0], int(args[1]), float(args[2]), args[3])
-    elif kind == "lines":
-        result = writer_lines(args[0], args[1], float(args[2]), int(args[3]))
-    else:
-        result = writer_storm(args[0], int(args[1]))
-    print(json.dumps(result))
-    return 0
+def cmd_page(a: argparse.Namespace) -> int:
+    """How long ``GET /`` takes with N recent incidents in memory (issue 17).
+
+    STUB until the on-call page is rewritten (issue 17, under way elsewhere): it times
+    whatever ``/`` serves now. The daemon keeps up to 10,000 recent incidents
+    (``incidents_buffer``, its maximum); N distinct nginx incident lines fill it, then ``/``
+    is fetched --requests times, a new connection each. Not a timed test: a number to read.
+    """
+    keep = min(a.incidents, 10_000)
+    with tempfile.TemporaryDirectory(prefix="gw502follow-") as tmp:
+        work = Path(tmp)
+        followed = work / "error.log"
+        followed.touch()
+        with Daemon(work, [(followed, "nginx", "nginx")],
+                    extra=[f"incidents_buffer = {keep}"]) as daemon:
+            writer = writers.start("storm", followed, a.incidents)
+            wait_lines(daemon, a.incidents)
+            writers.result(writer)
+            status, recent, _ = get(daemon.port, "/incidents")
+            kept = len(json.loads(recent)["incidents"]) if status == 200 else -1
+            times: list[float] = []
+            statuses: set[int] = set()
+            size = 0
+            for _ in range(a.requests):
+                sent = time.monotonic_ns()
+                status, body, done = get(daemon.port, "/")
+                times.append((done - sent) / 1e6)
+                statuses.add(status)
+                size = len(body)
+    times.sort()
+    row = {"incidents": a.incidents, "kept": kept, "requests": a.requests,
+           "p50": percentile(times, 50), "p99": percentile(times, 99), "max": times[-1],
+           "kb": size / 1024, "statuses": sorted(statuses)}
+    print(f"page (STUB, issue 17): GET / with {a.incidents:,} distinct incidents written, "
+          f"incidents_buffer = {keep}; target: under 50 ms")
+    print("\n| incidents written | /incidents entries | requests | p50 ms | p99 ms | max ms | "
+          "page KB | status |")
+    print("|--:|--:|--:|--:|--:|--:|--:|---|")
+    print(f"| {a.incidents:,} | {kept:,} | {a.requests} | {row['p50']:.1f} | {row['p99']:.1f} | "
+          f"{row['max']:.1f} | {row['kb']:.0f} | {', '.join(map(str, sorted(statuses)))} |")
+    _dump(a, [row])
+    return 0 if statuses == {200} else 1
 
 
 def _dump(a: argparse.Namespace, rows: list[dict[str, object]]) -> None:
@@ -664,7 +300,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the raw rows here")
     sub = ap.add_subparsers(dest="cmd", required=True,
-                            metavar="{latency,sustained,idle,rss}")
+                            metavar="{latency,sustained,idle,rss,page}")
     p = sub.add_parser("latency", help="write() to /metrics latency at fixed rates")
     p.add_argument("--rate", type=int, action="append", help="lines/s (repeatable; "
                    "default 1000 and 10000)")
@@ -675,7 +311,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rate", type=int, action="append",
                    help="writer lines/s (repeatable; default: as fast as it can)")
-    p.add_argument("--data", default="/tmp/gw502bench", help="where the dataset is kept")
+    p.add_argument("--data", default=str(DATA), help="where the dataset is kept")
+    p.add_argument("--lines", type=int, default=100_000,
+                   help="lines of the mixed dataset the writer cycles through")
     p.add_argument("--tmp", default=None, help="directory for the followed file (GBs)")
     p.set_defaults(func=cmd_sustained)
     p = sub.add_parser("idle", help="CPU with quiet watched files")
@@ -687,10 +325,10 @@ def main() -> int:
     p = sub.add_parser("rss", help="memory and series through an incident storm")
     p.add_argument("--incidents", type=int, default=1_000_000)
     p.set_defaults(func=cmd_rss)
-    p = sub.add_parser("writer")  # internal: the writer processes started above
-    p.add_argument("kind", choices=["copy", "rate", "lines", "storm"])
-    p.add_argument("args", nargs="*")
-    p.set_defaults(func=cmd_writer)
+    p = sub.add_parser("page", help="GET / with many recent incidents (issue 17; a stub)")
+    p.add_argument("--incidents", type=int, default=10_000)
+    p.add_argument("--requests", type=int, default=50)
+    p.set_defaults(func=cmd_page)
     a = ap.parse_args()
     return int(a.func(a))
 

@@ -1,26 +1,31 @@
 #!/usr/bin/env python3
-"""gw502d against mtail and the naive Python baseline, side by side, interleaved.
+"""gw502d against mtail on the same files, interleaved: throughput, CPU, memory, counts.
 
-Generates (or reuses) the three inputs of ../shared/bench/gen_log.py (mixed, storm, long),
-then runs every tool on every dataset round-robin (one run of each tool, then the next
-round), so a noisy neighbour slows all of them alike. For each run: wall time, CPU time
-and peak RSS of the child (os.wait4). Prints medians, lines/s and the ratio to mtail, and
-checks gw502d's counts for the eight shared incident types against the generator's truth.
+Generates (or reuses) the datasets of genlog.py: mixed, storm (a real storm's bursts of
+thousands of incident lines a second, backend kills interleaved), storm-spread (the same
+lines at ~35 a second of log time) and long. Then it runs every tool on a dataset round by
+round (one run of each tool, then the next round), so a noisy neighbour slows all of them
+alike. For each run: wall time, CPU time and peak RSS of the child (os.wait4). Prints
+medians, lines/s, the ratio to mtail (by wall time, the target's measure, and by CPU time,
+steadier on a loaded machine) and the root causes gw502d paired, and checks every
+tool's counts per (incident, source) against the generator's truth.
 
-The gw502d-follow row is the daemon as a tailer in the same rounds: `gw502d run` (127.0.0.1,
-start_at = "end") follows an empty file, a writer process appends the dataset to it in
-1 MiB writes, and the time runs from the first write until /metrics says
-gw502d_log_lines_total = the dataset's lines; CPU and peak RSS (VmHWM) come from
-/proc/<pid>, the counts from gw502d_incidents_total. The writer is far faster than any
-reader, so its "lag back to zero" (last write -> all lines read) is the time the daemon
-needs to drain what it has not read yet: a throughput figure, not a latency.
+- ``gw502d-scan``: ``gw502d scan --format json FILE``;
+- ``gw502d-follow``: the daemon as a tailer (harness.py): ``gw502d run`` follows an empty
+  file, a writer process appends the dataset in 1 MiB writes; the time runs from the
+  first write until /metrics says gw502d_log_lines_total = the dataset's lines. The
+  writer is far faster than any reader, so its "lag back to zero" (last write -> all
+  lines read) is the time to drain the backlog: a throughput figure, not a latency;
+- ``mtail``: ``mtail --one_shot`` with peers/mtail/gw502d.mtail (the same catalog in RE2,
+  counted by the same labels), on a unix socket (its one-shot mode still listens).
 
     python3 bench/run.py                      # full size, 3 rounds
-    python3 bench/run.py --quick              # 10% of the lines, 2 rounds (a smoke test)
-    python3 bench/run.py --only gw502d-scan,gw502d-follow,mtail --datasets storm
+    python3 bench/run.py --quick              # a twentieth of the lines, 1 round: a smoke test
+    python3 bench/run.py --only gw502d-scan,mtail --datasets storm,storm-spread
 
-mtail comes from Debian's package `mtail`; without it the mtail rows are skipped with a
-message. Latency, sustained line-by-line writing, idle CPU and RSS are in bench/follow.py.
+mtail comes from Debian's package ``mtail``; without it its rows are skipped with a
+message. Latency, sustained writing, idle CPU and RSS are in follow.py; catalog size and
+followed files in scaling.py.
 """
 
 from __future__ import annotations
@@ -30,177 +35,156 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SHARED = ROOT.parent / "shared" / "bench"
+from datasets import DATA, HERE, SIZES, Counts, dataset, gw502d, nonzero, truth
+from harness import follow_dataset, run_child
+
 FOLLOW = "gw502d-follow"
-DATASETS = {"mixed": ("", 2_000_000), "storm": ("--storm", 500_000), "long": ("--long", 200_000)}
-
-# The peer benchmark's eight types, as gw502d's (incident, source) pairs.
-SHARED_TYPES = {
-    "too_big_header": [("upstream_header_too_big", "nginx")],
-    "upstream_timeout": [("upstream_timeout", "nginx")],
-    "connect_refused": [("upstream_connect_refused", "nginx")],
-    "premature_close": [("upstream_premature_close", "nginx")],
-    "client_closed": [("client_disconnect", "nginx")],
-    "block_size": [("request_block_too_big", "uwsgi"), ("protocol_mismatch", "uwsgi")],
-    "broken_pipe": [("client_disconnect", "uwsgi")],
-    "harakiri_worker_died": [("worker_harakiri", "uwsgi"), ("worker_died", "uwsgi")],
-}
+MTAIL_PROGS = HERE / "peers" / "mtail"
 
 
-def generate(data: Path, mode: str, n: int) -> Path:
-    """The dataset file, generated once (the generator is deterministic)."""
-    flag, _ = DATASETS[mode]
-    path = data / f"{mode}-{n}-s502.log"
-    truth = Path(f"{path}.truth.json")
-    if not (truth.exists() and path.exists()
-            and path.stat().st_size == json.loads(truth.read_text())["bytes"]):
-        print(f"generating {path}", file=sys.stderr)
-        cmd = [sys.executable, str(SHARED / "gen_log.py"), "-n", str(n), "--seed", "502",
-               "-o", str(path)]
-        subprocess.run(cmd + ([flag] if flag else []), check=True,
-                       stderr=subprocess.DEVNULL)
-    return path
+class Run(NamedTuple):
+    """One run of a tool on a dataset (seconds, MB; None: the tool does not tell)."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    counts: Counts
+    root_causes: int | None
+    lag: float | None = None  # gw502d-follow: last write -> every line read
 
 
-def run_child(cmd: list[str]) -> tuple[float, float, float, bytes]:
-    """Wall seconds, CPU seconds and peak RSS (MB) of one run, and its stdout."""
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{cmd[0]} failed: {cmd}")
-        out.seek(0)
-        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
+def scan_run(path: Path, facts: dict[str, Any]) -> Run:
+    wall, cpu, rss, stdout = run_child(gw502d("scan", "--format", "json", str(path)))
+    result = json.loads(stdout)
+    causes = sum(n for per in result["root_causes"].values() for n in per.values())
+    return Run(wall, cpu, rss, nonzero(result["counts"]), causes)
 
 
-def run_follow(path: Path, lines: int) -> tuple[float, float, float, dict[str, int], float]:
-    """Wall, CPU, peak RSS, the eight shared counts and the lag of one gw502d-follow run."""
-    # follow.py imports generate() from this module, so it cannot be imported at the top
-    from follow import follow_file  # noqa: PLC0415
-
-    r = follow_file(path, lines)
-    return r.wall, r.cpu, r.rss_mb, r.counts, r.lag
+def follow_run(path: Path, facts: dict[str, Any]) -> Run:
+    r = follow_dataset(path, facts)
+    return Run(r.wall, r.cpu, r.rss_mb, r.counts, r.root_causes, r.lag)
 
 
-def gw502d_counts(stdout: bytes) -> dict[str, int]:
-    counts = json.loads(stdout)["counts"]
-    return {t: sum(counts[i][s] for i, s in pairs) for t, pairs in SHARED_TYPES.items()}
+def mtail_runner(sockets: Path) -> Callable[[Path, dict[str, Any]], Run]:
+    """mtail in one-shot mode; it still opens a listener, so a unix socket keeps it off
+    the network (a stale socket file fails the next run: removed first)."""
+    sock = sockets / "mtail.sock"
+
+    def run(path: Path, facts: dict[str, Any]) -> Run:
+        sock.unlink(missing_ok=True)
+        wall, cpu, rss, stdout = run_child(
+            ["mtail", "--one_shot", "--one_shot_format", "json", "--unix_socket", str(sock),
+             "--progs", str(MTAIL_PROGS), "--logs", str(path)])
+        counts: Counts = {}
+        for family in json.loads(stdout).get("gw502d_incidents_total", []):
+            for point in family.get("LabelValues", []):
+                incident, source = point["Labels"]
+                counts.setdefault(incident, {})[source] = int(point["Value"]["Value"])
+        return Run(wall, cpu, rss, nonzero(counts), None)
+
+    return run
 
 
-def plain_counts(stdout: bytes) -> dict[str, int]:
-    return dict(json.loads(stdout)["counts"])
-
-
-def mtail_counts(stdout: bytes) -> dict[str, int]:
-    counts = dict.fromkeys(SHARED_TYPES, 0)
-    for family in json.loads(stdout).get("gw502_incidents_total", []):
-        for point in family.get("LabelValues", []):
-            counts[point["Labels"][0]] = int(point["Value"]["Value"])
-    return counts
-
-
-def tools(socket_dir: Path) -> dict[str, tuple[list[str], object]]:
-    gw = [sys.executable, "-m", "gw502d", "scan", "--format", "json"]
-    out: dict[str, tuple[list[str], object]] = {
-        "gw502d-scan": (gw, gw502d_counts),
-        "py-naive": ([sys.executable, str(SHARED / "peers" / "naive.py")], plain_counts),
-        "py-fast-split": ([sys.executable, str(SHARED / "peers" / "fast.py")], plain_counts),
-        FOLLOW: ([], None),  # not a command: see run_follow()
-    }
+def tools(sockets: Path) -> dict[str, Callable[[Path, dict[str, Any]], Run]]:
+    chosen: dict[str, Callable[[Path, dict[str, Any]], Run]] = {
+        "gw502d-scan": scan_run, FOLLOW: follow_run}
     if shutil.which("mtail"):
-        # one-shot mtail still opens a listener: a unix socket keeps it off the network
-        sock = socket_dir / "mtail.sock"
-        out["mtail"] = (["mtail", "--one_shot", "--one_shot_format", "json", "--unix_socket",
-                         str(sock), "--progs", str(SHARED / "peers" / "mtail"), "--logs"],
-                        mtail_counts)
+        chosen["mtail"] = mtail_runner(sockets)
     else:
         print("mtail not installed (apt-get install mtail): its rows are skipped",
               file=sys.stderr)
-    return out
+    return chosen
+
+
+def measure(path: Path, chosen: dict[str, Callable[[Path, dict[str, Any]], Run]],
+            rounds: int) -> tuple[dict[str, Any], bool]:
+    """Every tool *rounds* times on *path*, interleaved; medians and whether counts held."""
+    facts = truth(path)
+    runs: dict[str, list[Run]] = {t: [] for t in chosen}
+    ok = True
+    for _ in range(rounds):
+        for name, run in chosen.items():
+            r = run(path, facts)
+            runs[name].append(r)
+            if r.counts != facts["counts"]:
+                ok = False
+                print(f"COUNT MISMATCH {name} {facts['mode']}: {r.counts} != "
+                      f"{facts['counts']}", file=sys.stderr)
+    rows: dict[str, Any] = {}
+    for name, rs in runs.items():
+        wall = statistics.median(r.wall for r in rs)
+        causes = [r.root_causes for r in rs if r.root_causes is not None]
+        rows[name] = {"wall": wall, "cpu": statistics.median(r.cpu for r in rs),
+                      "rss_mb": max(r.rss_mb for r in rs), "lines_per_s": facts["lines"] / wall,
+                      "root_causes": int(statistics.median(causes)) if causes else None,
+                      "walls": [r.wall for r in rs],
+                      "lags": [r.lag for r in rs if r.lag is not None]}
+    return {"truth": {k: v for k, v in facts.items() if k != "counts"}, "tools": rows}, ok
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/tmp/gw502bench")
+    ap.add_argument("--data", default=str(DATA), help="where datasets are kept (reused)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="10%% of the lines, 2 rounds")
-    ap.add_argument("--datasets", default="mixed,storm,long")
+    ap.add_argument("--quick", action="store_true", help="a twentieth of the lines, 1 round")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full-size lines")
+    ap.add_argument("--datasets", default=",".join(SIZES))
     ap.add_argument("--only", default="", help="comma-separated tool names")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
-    data = Path(a.data)
-    data.mkdir(parents=True, exist_ok=True)
-    rounds = 2 if a.quick else a.rounds
+    rounds = 1 if a.quick else a.rounds
+    scale = 0.05 if a.quick else a.scale
     sockets = Path(tempfile.mkdtemp(prefix="gw502bench-"))
-    chosen = tools(sockets)
-    if a.only:
-        chosen = {k: v for k, v in chosen.items() if k in a.only.split(",")}
-    results: dict[str, dict[str, dict[str, object]]] = {}
-    ok = True
-    for mode in a.datasets.split(","):
-        n = DATASETS[mode][1] // (10 if a.quick else 1)
-        path = generate(data, mode, n)
-        truth = json.loads(Path(f"{path}.truth.json").read_text())
-        runs: dict[str, list[tuple[float, float, float]]] = {t: [] for t in chosen}
-        lags: list[float] = []
-        for _ in range(rounds):
-            for name, (cmd, parse) in chosen.items():
-                if name == FOLLOW:
-                    wall, cpu, rss, counts, lag = run_follow(path, truth["lines"])
-                    lags.append(lag)
-                else:
-                    (sockets / "mtail.sock").unlink(missing_ok=True)
-                    wall, cpu, rss, stdout = run_child([*cmd, str(path)])
-                    counts = parse(stdout)  # type: ignore[operator]
-                runs[name].append((wall, cpu, rss))
-                if counts != truth["counts"]:
-                    ok = False
-                    print(f"COUNT MISMATCH {name} {mode}: {counts} != {truth['counts']}",
-                          file=sys.stderr)
-        results[mode] = {}
-        for name, rs in runs.items():
-            wall = statistics.median(r[0] for r in rs)
-            results[mode][name] = {"lines": truth["lines"], "wall": wall,
-                                   "cpu": statistics.median(r[1] for r in rs),
-                                   "rss_mb": max(r[2] for r in rs),
-                                   "lines_per_s": truth["lines"] / wall}
-            if name == FOLLOW:
-                results[mode][name]["lag"] = statistics.median(lags)
-                results[mode][name]["lags"] = lags
-    shutil.rmtree(sockets, ignore_errors=True)
-    print_table(results)
+    try:
+        chosen = tools(sockets)
+        if a.only:
+            chosen = {k: v for k, v in chosen.items() if k in a.only.split(",")}
+        results: dict[str, Any] = {}
+        ok = True
+        for mode in a.datasets.split(","):
+            path = dataset(Path(a.data), mode, round(SIZES[mode] * scale))
+            results[mode], held = measure(path, chosen, rounds)
+            ok = ok and held
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    print_tables(results, rounds)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     return 0 if ok else 1
 
 
-def print_table(results: dict[str, dict[str, dict[str, object]]]) -> None:
-    print(f"# gw502d bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}")
-    for mode, rows in results.items():
-        base = rows.get("mtail", {}).get("lines_per_s")
-        print(f"\n## {mode}\n")
-        print("| tool | lines | median s | lines/s | CPU s | peak RSS MB | vs mtail |")
-        print("|---|--:|--:|--:|--:|--:|--:|")
+def print_tables(results: dict[str, Any], rounds: int) -> None:
+    print(f"# gw502d bench, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}, medians of {rounds} interleaved rounds")
+    for mode, result in results.items():
+        t, rows = result["truth"], result["tools"]
+        per_s = t["lines_per_log_second"]
+        print(f"\n## {mode}: {t['lines']:,} lines, {t['bytes'] / 1e6:.0f} MB, "
+              f"{100 * t['incident_lines'] / t['lines']:.1f} % incident lines, "
+              f"{t['log_seconds']:,} s of log time ({per_s['mean']:,.0f} lines/s on average, "
+              f"{per_s['max']:,} in the busiest second)\n")
+        mtail = rows.get("mtail")
+        print("| tool | median s | lines/s | CPU s | peak RSS MB | vs mtail | vs mtail, CPU | "
+              "root causes |")
+        print("|---|--:|--:|--:|--:|--:|--:|--:|")
         for name, r in rows.items():
-            ratio = f"{r['lines_per_s'] / base:.2f}x" if base else "n/a"  # type: ignore[operator]
-            print(f"| {name} | {r['lines']:,} | {r['wall']:.3f} | {r['lines_per_s'] / 1e6:.2f}M "
-                  f"| {r['cpu']:.2f} | {r['rss_mb']:.0f} | {ratio} |")
-        if FOLLOW in rows:
-            lags = ", ".join(f"{x:.3f}" for x in rows[FOLLOW]["lags"])  # type: ignore[attr-defined]
+            ratio = f"{r['lines_per_s'] / mtail['lines_per_s']:.2f}x" if mtail else "n/a"
+            by_cpu = f"{mtail['cpu'] / r['cpu']:.2f}x" if mtail and r["cpu"] else "n/a"
+            causes = "n/a" if r["root_causes"] is None else f"{r['root_causes']:,}"
+            print(f"| {name} | {r['wall']:.3f} | {r['lines_per_s'] / 1e6:.2f}M | {r['cpu']:.2f} "
+                  f"| {r['rss_mb']:.0f} | {ratio} | {by_cpu} | {causes} |")
+        if rows.get(FOLLOW, {}).get("lags"):
+            lags = ", ".join(f"{x:.3f}" for x in rows[FOLLOW]["lags"])
             print(f"\n{FOLLOW}: lag back to zero after the writer's last 1 MiB write: median "
-                  f"{rows[FOLLOW]['lag']:.3f} s (runs: {lags})")
+                  f"{statistics.median(rows[FOLLOW]['lags']):.3f} s (runs: {lags})")
 
 
 if __name__ == "__main__":
