@@ -60,6 +60,8 @@ _DEFAULTS = {
 }
 # gRPC is not buffered: of the above it has only these
 _GRPC = ("connect_timeout", "send_timeout", "read_timeout", "buffer_size")
+# scheme and peer of an upstream: value, without the URI proxy_pass adds (as parse.nginx)
+_UPSTREAM = re.compile(r"[a-z0-9+]+://(?:unix:[^\s\":]*:?|[^\s\"/]*)")
 _NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])|\(\?P?'(\w+)'")
 
 
@@ -240,7 +242,7 @@ class NginxConfig:
         request's Host, *uri* the request target (query and escapes are dealt with)."""
         if self.http is None:
             return Match((), "no nginx configuration read")
-        up = Upstream.parse(upstream)
+        up = _upstream(upstream)
         if server is not None:
             servers = self.servers_named(server)
             if not servers:
@@ -294,7 +296,7 @@ class NginxConfig:
 
     def label(self, upstream: str, other: str = "other") -> str:
         """The error line's upstream as a label when the config reaches it, else *other*."""
-        text = str(Upstream.parse(upstream))
+        text = str(_upstream(upstream))
         return text if text in self.upstream_labels() else other
 
 
@@ -311,6 +313,11 @@ def normalize_uri(target: str) -> str:
     path = posixpath.normpath(path) if path.startswith("/") else "/" + path
     path = "/" + path.lstrip("/")
     return path + "/" if trailing and not path.endswith("/") else path
+
+
+def _upstream(value: str) -> Upstream:
+    m = _UPSTREAM.match(value)
+    return Upstream.parse(m.group(0) if m else value)
 
 
 def _host_name(host: str | None) -> str:

@@ -110,10 +110,10 @@ class UwsgiConfig:
         return opt.value if opt is not None else DEFAULTS.get(ALIASES.get(name, name))
 
     def number(self, name: str) -> int | None:
-        """An integer option's value; None when unset without default or not a plain number
-        (a placeholder such as ``%(workers)``)."""
-        text = self.value(name)
-        return int(text) if text is not None and text.strip().isdigit() else None
+        """An integer option's value as uWSGI's atoi reads it (leading digits); None when
+        unset without default or not a number (a placeholder such as ``%(workers)``)."""
+        m = re.match(r"\s*(\d+)", self.value(name) or "")
+        return int(m.group(1)) if m else None
 
     def flag(self, name: str) -> bool:
         opt = self.last(name)
