@@ -164,7 +164,8 @@ def test_location_rules_nested_regex_exact_noregex(host):
         "/exact/", "//api//x", "/app/x")}
     assert chosen == {"/": "location /", "/api/x": "location /api/",
                       "/api/x.json": "location ~ \\.json$", "/api/a%2ejson": "location ~ \\.json$",
-                      "/static/a.png": "location ^~ /static/", "/a.JPG": "location ~* \\.(png|jpg)$",
+                      "/static/a.png": "location ^~ /static/",
+                      "/a.JPG": "location ~* \\.(png|jpg)$",
                       "/exact": "location = /exact", "/exact/": "location /",
                       "//api//x": "location /api/", "/app/x": "location /app/"}
 
