@@ -363,3 +363,18 @@ def test_applied_change_reaches_running_nginx(host):
         lines = wait_for_line(host.etc / "log/error.log", f":{host.ports['exact']}\"")
     assert any('request: "GET / HTTP/1.1"' in ln and f":{host.ports['exact']}" in ln
                for ln in lines)
+
+
+def test_statement_spans_follow_nginx_tokens():
+    from gw502d.remediate.hostconf import nginxtext
+
+    text = ('location ~ "^/a;b{" { # a { comment\n'
+            '    set $x "${host}}"; proxy_pass http://u$x; }\n'
+            "log_format f '$a \\' ;'\n  'more';\n")
+    top = nginxtext.spans(text)
+    assert [(s.name, s.args, s.line) for s in top] == [
+        ("location", ("~", "^/a;b{"), 1), ("log_format", ("f", "$a \\' ;", "more"), 3)]
+    assert [(s.name, s.args) for s in top[0].children] == [
+        ("set", ("$x", "${host}}")), ("proxy_pass", ("http://u$x",))]
+    assert text[top[0].children[1].start:top[0].children[1].end] == "proxy_pass http://u$x;"
+    assert text[top[1].start:top[1].end] == "log_format f '$a \\' ;'\n  'more';"
