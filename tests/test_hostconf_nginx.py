@@ -27,6 +27,7 @@ from gw502d.remediate.hostconf import (
     plan_nginx,
     read_nginx,
 )
+from gw502d.remediate.hostconf import nginxtext
 from gw502d.remediate.hostconf.nginxread import split_dump
 from tests.hostconf_host import Host
 from tests.servers.harness import NGINX_BIN, Nginx, Proc, make_workdir, wait_for_line
@@ -366,8 +367,6 @@ def test_applied_change_reaches_running_nginx(host):
 
 
 def test_statement_spans_follow_nginx_tokens():
-    from gw502d.remediate.hostconf import nginxtext
-
     text = ('location ~ "^/a;b{" { # a { comment\n'
             '    set $x "${host}}"; proxy_pass http://u$x; }\n'
             "log_format f '$a \\' ;'\n  'more';\n")
