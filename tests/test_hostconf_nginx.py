@@ -23,11 +23,11 @@ from gw502d.remediate.hostconf import (
     NginxEdit,
     apply_nginx,
     check_nginx,
+    nginxtext,
     normalize_uri,
     plan_nginx,
     read_nginx,
 )
-from gw502d.remediate.hostconf import nginxtext
 from gw502d.remediate.hostconf.nginxread import split_dump
 from tests.hostconf_host import Host
 from tests.servers.harness import NGINX_BIN, Nginx, Proc, make_workdir, wait_for_line
