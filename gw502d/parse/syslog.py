@@ -13,6 +13,11 @@ The forms, as rsyslog 8.2302 writes them (tests/test_syslog.py has its real line
   nginx 740353 - - msg``, the PRI optional. A message rsyslog received as RFC 3164 keeps
   the space after its ``tag:`` there (``- - -  msg``), so up to two spaces are taken.
 
+nginx, uWSGI's rsyslog logger and Python's SysLogHandler (gunicorn) send RFC 3164, whose
+messages come back exactly, indentation included. rsyslog writes an RFC 5424 message that
+starts with a space with no separator before it, so such a message loses one space
+(a traceback's ``  File`` line stays indented).
+
 :func:`strip_block` does a block in one ``findall`` over the joined lines (the regex engine
 walks the lines, no Python code runs per line), returning the messages, the tags and the
 times as written. :func:`family_of` names the family a tag speaks of; :func:`parse_time`
