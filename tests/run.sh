@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine, then run them.
-# Real servers come from Debian (nginx, uWSGI, Prometheus/promtool, systemd-analyze) and
-# PyPI (gunicorn, Flask); every test binds 127.0.0.1 only. Extra arguments go to pytest.
+# Real servers come from Debian (nginx, uWSGI, Prometheus/promtool, systemd-analyze,
+# journalctl and systemd-journal-remote for real journal files, rsyslogd) and PyPI
+# (gunicorn, Flask); every test binds 127.0.0.1 only. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -18,7 +19,8 @@ if [ ! -e "$policy" ]; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd >/dev/null
+  nginx-light uwsgi-core uwsgi-plugin-python3 prometheus systemd systemd-journal-remote \
+  rsyslog >/dev/null
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check gw502d tests bench
