@@ -69,6 +69,7 @@ _MAX_TAG = 256
 _MAX_SLEEP = 0.5  # longest wait, so a set ``stop`` is seen without a wake()
 _PROBE_TIMEOUT = 10.0
 _HEALTHY_RUN = 30.0  # a journalctl that ran this long restarts without backoff
+_SETTLED = 5.0  # a restarted journalctl running this long clears the problem of its exit
 _FILES_CHECK = 30.0  # while nothing arrives, look for journal files this often
 _STDERR_KEEP = 8
 _CURSOR = re.compile(r"s=[0-9a-f]{32};i=[0-9a-f]+;b=[0-9a-f]{32};"
@@ -94,9 +95,9 @@ class JournalStats:
     lines: int = 0
     bytes: int = 0
     long_lines: int = 0
-    restarts: int = 0
-    errors: int = 0
-    vacuumed: int = 0
+    restarts: int = 0  # journalctl exited (or was killed) and was started again
+    errors: int = 0  # records not understood, failed starts and exits of journalctl
+    vacuumed: int = 0  # starts whose saved cursor's entry was gone
     last_record_timestamp: float = 0.0  # the last record's __REALTIME_TIMESTAMP (0: none yet)
     last_record_age: float | None = None  # seconds since then, when stats() was called
 
@@ -298,7 +299,8 @@ class JournalFollower:
     ``_SYSTEMD_UNIT``, else ``""``). It runs in the thread that calls :meth:`run`, with
     :attr:`lock` held.
 
-    >>> j = JournalFollower(JournalSpec("app", "uwsgi", units=("app",)), on_records)
+    >>> j = JournalFollower(JournalSpec("app", "uwsgi", units=("app",)),
+    ...                     on_records)                              # doctest: +SKIP
     >>> j.restore(saved_cursor)                                      # doctest: +SKIP
     >>> threading.Thread(target=j.run, args=(stop,)).start()         # doctest: +SKIP
     """
@@ -323,6 +325,7 @@ class JournalFollower:
         self._decoder = _Decoder(max_line)
         self._stderr = b""
         self._stderr_lines: list[str] = []
+        self._stderr_logged: set[str] = set()  # journalctl's messages logged in this run
         self._started_at = 0.0
         self._records_this_run = 0
         self._backoff = 1.0
@@ -350,7 +353,8 @@ class JournalFollower:
             self._cursor = cursor
 
     def run(self, stop: threading.Event) -> None:
-        """The reader loop; returns once ``stop`` is set (call :meth:`wake` to return at once)."""
+        """The reader loop (once per follower); returns once ``stop`` is set, at once after
+        :meth:`wake`. journalctl is stopped before it returns."""
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ)
         self._heartbeat = time.monotonic()
@@ -360,6 +364,9 @@ class JournalFollower:
                 self._heartbeat = now
                 if self._proc is None and now >= self._restart_at:
                     self._start(sel, now)
+                elif self._proc is not None and (
+                        self._records_this_run or now - self._started_at >= _SETTLED):
+                    self._set_problem("exit", None)  # it runs again
                 if now >= self._next_files_check:
                     self._check_files(now)
                 self._wait(sel, stop)
@@ -420,6 +427,7 @@ class JournalFollower:
         self._decoder = _Decoder(self._max_line, skip=cursor or None)
         self._stderr = b""
         self._stderr_lines = []
+        self._stderr_logged = set()
         self._started_at = now
         self._records_this_run = 0
         assert proc.stdout is not None and proc.stderr is not None
@@ -429,7 +437,7 @@ class JournalFollower:
         with contextlib.suppress(OSError):  # fewer wake-ups under load; the default works too
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, BLOCK_SIZE)
         self._set_problem("start", None)
-        log.info("following journal", log=self.spec.name, journal=self.spec.where,
+        log.info("following journal", log=self.spec.name, journal=_where(self.spec),
                  cursor=cursor or "oldest entry", pid=proc.pid)
 
     def _start_position(self) -> str:
@@ -446,7 +454,7 @@ class JournalFollower:
             self._stats.vacuumed += 1
         log.warning("journal vacuumed past the saved cursor: entries since then are lost, "
                     "following from the oldest entry", log=self.spec.name,
-                    journal=self.spec.where)
+                    journal=_where(self.spec))
         return HEAD
 
     def _probe(self, args: list[str]) -> str:
@@ -554,9 +562,11 @@ class JournalFollower:
         self._stderr_lines = [*self._stderr_lines[-(_STDERR_KEEP - 1):], text]
         if "not seeing messages from other users" in text or "insufficient permissions" in text:
             self._set_problem("permission", PERMISSION_HINT)
-        if text.startswith(("Users in groups", "Pass -q")):
-            return  # the rest of journalctl's hint
-        log.warning("journalctl says", log=self.spec.name, message=text)
+        if text.startswith(("Users in groups", "Pass -q")) or text in self._stderr_logged:
+            return  # the rest of journalctl's hint, or said before
+        if len(self._stderr_logged) < 100:
+            self._stderr_logged.add(text)
+            log.warning("journalctl says", log=self.spec.name, message=text)
 
     def _ended(self, sel: selectors.BaseSelector) -> None:
         """journalctl closed its output: record why, and restart it after a pause."""
@@ -598,8 +608,7 @@ class JournalFollower:
     def _set_problem(self, kind: str, text: str | None) -> None:
         with self._stats_lock:
             if text is None:
-                if kind == "start":  # journalctl runs: earlier start and exit troubles are over
-                    self._problems.pop("exit", None)
+                if kind == "start":  # a new journalctl says again if it lacks permission
                     self._problems.pop("permission", None)
                 self._problems.pop(kind, None)
             else:
@@ -612,11 +621,7 @@ class JournalFollower:
         if self._records_this_run:
             return
         self._set_problem("files", None if _has_journal_files(self.spec)
-                          else f"no journal files in {self._where_files()}")
-
-    def _where_files(self) -> str:
-        spec = self.spec
-        return spec.directory or spec.file or " or ".join(HOST_JOURNALS)
+                          else f"no journal files in {_where(self.spec)}")
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -630,6 +635,11 @@ class JournalFollower:
                 proc.kill()
                 proc.wait()
         _close(proc)
+
+
+def _where(spec: JournalSpec) -> str:
+    """The journal a spec reads, for messages."""
+    return spec.directory or spec.file or " or ".join(HOST_JOURNALS)
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:

@@ -58,8 +58,3 @@ class JournalSpec:
     def __post_init__(self) -> None:
         if self.directory is not None and self.file is not None:
             raise ValueError("a journal source reads a directory or a file, not both")
-
-    @property
-    def where(self) -> str:
-        """The journal it reads, for messages: the directory, the file or the host's."""
-        return self.directory or self.file or "the system journal"
