@@ -106,11 +106,13 @@ class Clock:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.lines = 0
+        self.calls = 0
 
     def take(self, lines: list[bytes]) -> None:
         now = time.monotonic_ns()
         self.latencies.extend((now - int(line.split(b" ", 1)[0])) / 1e6 for line in lines)
         self.lines += len(lines)
+        self.calls += 1
 
 
 def run(kind: str, rate: int, seconds: float, tmp: Path) -> dict[str, Any]:
@@ -168,7 +170,8 @@ def run(kind: str, rate: int, seconds: float, tmp: Path) -> dict[str, Any]:
         sink.wait()
     lat = sorted(clock.latencies)
     return {"source": kind, "rate": rate, "seconds": seconds, "lines": clock.lines,
-            "expected": expected, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+            "expected": expected, "calls": clock.calls,
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "max_ms": lat[-1] if lat else float("nan"),
             "cpu_self_pct": 100 * cpu / seconds, "cpu_journalctl_pct": 100 * jcpu / seconds}
 
@@ -180,14 +183,15 @@ def main() -> None:
     ap.add_argument("--only", choices=("journal", "file"))
     args = ap.parse_args()
     kinds = [args.only] if args.only else ["journal", "file"]
-    print(f"{'source':8} {'rate/s':>7} {'lines':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'CPU self':>8} {'journalctl':>10}")
+    print(f"{'source':8} {'rate/s':>7} {'lines':>7} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'CPU self':>8} {'journalctl':>10}")
     with tempfile.TemporaryDirectory(prefix="gw502d-bench-journal-") as d:
         for rate in (int(r) for r in args.rates.split(",")):
             for kind in kinds:
                 r = run(kind, rate, args.seconds, Path(d))
                 lost = "" if r["lines"] == r["expected"] else f"  ({r['expected']} expected)"
-                print(f"{kind:8} {rate:7d} {r['lines']:7d} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} "
+                print(f"{kind:8} {rate:7d} {r['lines']:7d} {r['calls']:6d} {r['p50_ms']:7.1f} "
+                      f"{r['p99_ms']:7.1f} "
                       f"{r['max_ms']:7.1f} {r['cpu_self_pct']:7.1f}% "
                       f"{r['cpu_journalctl_pct']:9.1f}%{lost}", flush=True)
 

@@ -67,6 +67,7 @@ PERMISSION_HINT = ("no permission to read the journal: run gw502d in the systemd
 _TAIL = 4096  # bytes kept from the end of an oversized record: its short fields may be there
 _MAX_TAG = 256
 _MAX_SLEEP = 0.5  # longest wait, so a set ``stop`` is seen without a wake()
+_BURST_WINDOW = 0.01  # while journalctl writes, read at most this often (fewer, larger reads)
 _PROBE_TIMEOUT = 10.0
 _HEALTHY_RUN = 30.0  # a journalctl that ran this long restarts without backoff
 _SETTLED = 5.0  # a restarted journalctl running this long clears the problem of its exit
@@ -332,6 +333,7 @@ class JournalFollower:
         self._restart_at = 0.0
         self._next_files_check = 0.0
         self._heartbeat: float | None = None
+        self._read_at = 0.0  # no read before this: journalctl's output gathers meanwhile
         self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -493,6 +495,15 @@ class JournalFollower:
     # -- reading -----------------------------------------------------------------------
 
     def _wait(self, sel: selectors.BaseSelector, stop: threading.Event) -> None:
+        """Wait for output, a wake-up or the next restart, and handle what came.
+
+        The first record after a quiet spell is read at once; while journalctl keeps
+        writing, reads come every ``_BURST_WINDOW``, so a busy journal costs one read and
+        one callback per window instead of one per entry journalctl flushes.
+        """
+        pause = self._read_at - time.monotonic()
+        if pause > 0:
+            stop.wait(pause)
         timeout = _MAX_SLEEP
         if self._proc is None:
             timeout = min(max(self._restart_at - time.monotonic(), 0.0), _MAX_SLEEP)
@@ -519,6 +530,8 @@ class JournalFollower:
             return True
         if not chunk:
             return False
+        if len(chunk) < BLOCK_SIZE:  # read everything there was: let more gather first
+            self._read_at = time.monotonic() + _BURST_WINDOW
         batch = self._decoder.feed(chunk)
         if batch.cursor is not None or batch.errors:
             self._deliver(batch)
