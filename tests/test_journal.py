@@ -30,6 +30,8 @@ from gw502d.source.journal import (
     JournalError,
     JournalFollower,
     JournalReader,
+    _Decoder,
+    _output_args,
 )
 from gw502d.source.spec import JournalSpec
 from gw502d.source.state import State, StateFile
@@ -315,19 +317,28 @@ def test_huge_messages_are_capped_and_memory_stays_bounded(tmp_path: Path) -> No
     big_text = "x" * 5000
     huge_bytes = b"\xff" + b"y" * 300_000  # an array of byte values, about 1.2 MB of JSON
     huge_text = "z" * 300_000
+    wide = "\u00e9" * 900  # 900 characters, 1800 bytes: the cap counts bytes
     w.append([w.entry(big_text, unit="app.service"), w.entry(huge_bytes, unit="app.service"),
-              w.entry(huge_text, unit="app.service"), w.entry("after", unit="app.service")])
+              w.entry(huge_text, unit="app.service"), w.entry(wide, unit="app.service"),
+              w.entry("after", unit="app.service")])
     spec = JournalSpec("app", None, units=("app",), directory=str(tmp_path))
     sink = Sink()
     with following(spec, sink, start_at="beginning", max_line=1000) as j:
-        got = sink.wait(4)
+        got = sink.wait(5)
         stats = j.stats()
-    assert got == [b"x" * 1000, huge_bytes[:1000], b"z" * 1000, b"after"]
-    assert stats.long_lines == 3 and stats.records == 4 and stats.errors == 0
-    assert [tag for _, _, tag in sink.got] == ["app.service"] * 4
+    assert got == [b"x" * 1000, huge_bytes[:1000], b"z" * 1000, wide.encode()[:1000], b"after"]
+    assert stats.long_lines == 4 and stats.records == 5 and stats.errors == 0
+    assert [tag for _, _, tag in sink.got] == ["app.service"] * 5
     reader = JournalReader(str(tmp_path), max_line=1000)
     assert [line for b in reader for line in b.lines] == got
-    assert reader.long_lines == 3
+    assert reader.long_lines == 4
+    # In 4 KiB pieces both huge records span reads: only their head and tail are kept.
+    out = subprocess.run(["journalctl", f"--directory={tmp_path}", *_output_args()],
+                         capture_output=True, check=True).stdout
+    decoder = _Decoder(1000)
+    pieces = [decoder.feed(out[i:i + 4096]) for i in range(0, len(out), 4096)]
+    assert [line for b in pieces for line in b.lines] == got
+    assert sum(b.records for b in pieces) == 5 and not any(b.errors for b in pieces)
 
 
 def test_problems_are_named(tmp_path: Path) -> None:

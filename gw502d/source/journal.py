@@ -245,11 +245,13 @@ class _Decoder:
                 tag = ""
             elif len(tag) > _MAX_TAG:
                 tag = tag[:_MAX_TAG]
-            if type(message) is str and len(message) <= cap and "\n" not in message:
-                out.append(message.encode("utf-8", "backslashreplace"))
-                times.append(t)
-                tags.append(tag)
-                continue
+            if type(message) is str and "\n" not in message:  # the common case, made short
+                line = message.encode("utf-8", "backslashreplace")
+                if len(line) <= cap:
+                    out.append(line)
+                    times.append(t)
+                    tags.append(tag)
+                    continue
             for value in _value_bytes(message):
                 parts = value.split(b"\n")
                 if len(parts) > 1 and not parts[-1]:
