@@ -51,3 +51,25 @@ def matches(pattern: str, path: str) -> bool:
     pdir, pbase = os.path.split(pattern)
     d, base = os.path.split(path)
     return fnmatch.fnmatchcase(base, pbase) and (d == pdir or fnmatch.fnmatchcase(d, pdir))
+
+
+@dataclass(frozen=True)
+class JournalSpec:
+    """A part of the systemd journal to follow: its ``log`` label and family (None: auto).
+
+    ``units`` match ``_SYSTEMD_UNIT=`` (a name without a dot gets ``.service``, as
+    ``journalctl -u`` does), ``identifiers`` match ``SYSLOG_IDENTIFIER=``; an entry matching
+    either is taken, and with neither every entry is. ``directory`` or ``file`` read a
+    journal other than the host's (a container's mount, a test's files).
+    """
+
+    name: str
+    family: str | None
+    units: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    directory: str | None = None
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.directory is not None and self.file is not None:
+            raise ValueError("a journal source reads a directory or a file, not both")
