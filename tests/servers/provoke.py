@@ -1074,6 +1074,10 @@ def gunicorn_worker_timeout(
         )
 
 
+#: How the arbiter reports a SIGKILLed worker: gunicorn >= 21, and 20.1
+KILLED = re.compile(r"was sent SIGKILL|terminated due to signal 9$")
+
+
 def gunicorn_worker_killed(
     how: Literal["external", "self"] = "external", base: Path | None = None,
     version: Version = GUNICORN_CURRENT,
@@ -1089,14 +1093,14 @@ def gunicorn_worker_killed(
                 resp = b""
             else:
                 resp = http_request(nginx.port, "/crash?sig=9", timeout=5)
-            lines = g.wait_for_line("was sent SIGKILL", 5)
+            lines = g.wait_for_line(KILLED, 5)
             g.wait_for_line("Booting worker with pid", 5, start=len(lines) - 1)
             time.sleep(0.3)
         return _gunicorn_capture(
             g,
             "worker_killed",
             how,
-            ["was sent SIGKILL"],
+            [KILLED],
             nginx=nginx if how == "self" else None,
             notes=[f"client (via nginx) got HTTP {status_of(resp)}"] if resp else [],
         )
@@ -1314,7 +1318,7 @@ def _tls_hello(port: int) -> str:
         with socket.create_connection((HOST, port), timeout=3) as s:
             ctx.wrap_socket(s, server_hostname="localhost")
     except (OSError, ssl.SSLError) as exc:
-        return f"client handshake ended: {type(exc).__name__}"
+        return f"client got HTTP None (handshake ended: {type(exc).__name__})"
     return "client handshake completed (unexpected)"
 
 
