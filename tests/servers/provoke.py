@@ -1515,7 +1515,7 @@ def nginx_address_in_use(base: Path | None = None) -> Capture:
             nginx.stop()
         return _nginx_capture(
             nginx, "address_in_use", "", ["Address already in use", "still could not bind"],
-            primary="Address already in use",
+            primary="still could not bind",
         )
 
 
