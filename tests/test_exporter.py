@@ -68,7 +68,7 @@ def test_counts_per_pair_summed_over_family_tallies() -> None:
     assert n.incidents[("request_block_too_big", "uwsgi")] == 2
     assert set(n.incidents) == set(CATALOG.keys)
     assert n.companions[("client_disconnect", "uwsgi")] == 1
-    assert n.companions[("worker_died", "uwsgi")] == 0
+    assert n.companions[("worker_crashed", "uwsgi")] == 0  # its backtrace lines
     # An nginx log's line without nginx's prefix is unparsed; uWSGI lines have no prefix.
     assert n.unparsed == {"nginx": 1}
     assert "http://127.0.0.1:8000" in n.remediation[("upstream_timeout", "nginx")]
