@@ -858,7 +858,7 @@ def uwsgi_protocol_mismatch(
                 resp = http_request(nginx.port, "/ok")
                 _wait_quietly(uw.log_path, re.compile(r"invalid request|skip"), 3)
                 _wait_quietly(nginx.log_path, "[error]", 3)
-        notes.append(f"client got {resp[:60]!r}")
+        notes.append(f"client got HTTP {status_of(resp)} ({resp[:40]!r})")
         return _uwsgi_capture(
             uw, "protocol_mismatch", client, ["invalid request block size"], nginx=nginx,
             notes=notes,
