@@ -927,11 +927,16 @@ def _uwsgi_worker_lost(
 
 
 def uwsgi_worker_harakiri(
-    base: Path | None = None, version: Version = UWSGI_DEBIAN
+    base: Path | None = None, version: Version = UWSGI_DEBIAN, graceful: bool = False
 ) -> Capture:
-    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker."""
+    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker
+    (graceful: uWSGI >= 2.0.27 first sends SIGTERM, then kills harakiri-graceful-timeout
+    seconds later)."""
+    options: dict[str, object] = {"harakiri": 1}
+    if graceful:
+        options["harakiri-graceful-timeout"] = 1
     return _uwsgi_worker_lost(
-        {"harakiri": 1}, "/sleep?s=3", "worker_harakiri", "",
+        options, "/sleep?s=3", "worker_harakiri", "graceful" if graceful else "",
         ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"], "HARAKIRI ON WORKER",
         base, version,
     )
@@ -1519,18 +1524,19 @@ def nginx_address_in_use(base: Path | None = None) -> Capture:
         )
 
 
-def nginx_upstream_ssl_handshake(base: Path | None = None) -> Capture:
-    """proxy_pass https:// to a uwsgi socket: the TLS handshake to the upstream fails."""
+def nginx_upstream_ssl_handshake(via: Via = "uwsgi", base: Path | None = None) -> Capture:
+    """proxy_pass https:// to a plain backend: a uwsgi socket (it closes the connection) or
+    gunicorn's HTTP port (it answers 400 to the ClientHello: wrong version number)."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp)
-        assert uw.port is not None
-        nginx = Nginx(tmp, f"            proxy_pass https://{HOST}:{uw.port};\n")
-        with _running(uw, nginx):
+        backend = _backend(tmp, via)
+        assert backend.port is not None
+        nginx = Nginx(tmp, f"            proxy_pass https://{HOST}:{backend.port};\n")
+        with _running(backend, nginx):
             resp = http_request(nginx.port, "/ok")
             wait_for_line(nginx.log_path, "SSL", 5)
         return _nginx_capture(
-            nginx, "upstream_ssl_handshake_failed", "uwsgi", [re.compile(r"SSL.*handshak")],
-            extra=_backend_log(uw), notes=[f"client got HTTP {status_of(resp)}"],
+            nginx, "upstream_ssl_handshake_failed", via, [re.compile(r"SSL.*handshak")],
+            extra=_backend_log(backend), notes=[f"client got HTTP {status_of(resp)}"],
         )
 
 
@@ -1656,8 +1662,10 @@ for _wv in (None, WERKZEUG_2):
     for _m in ("fin", "rst", "body_reset"):
         _add("werkzeug", "client_disconnect", _m, werkzeug_client_disconnect, _wv, mode=_m)
     _add("werkzeug", "address_in_use", "", werkzeug_address_in_use, _wv)
+_add("uwsgi", "worker_harakiri", "graceful", uwsgi_worker_harakiri, UWSGI_PYPI, graceful=True)
 _add("nginx", "address_in_use", "", nginx_address_in_use)
-_add("nginx", "upstream_ssl_handshake_failed", "uwsgi", nginx_upstream_ssl_handshake)
+for _v in VIAS:
+    _add("nginx", "upstream_ssl_handshake_failed", _v, nginx_upstream_ssl_handshake, via=_v)
 
 
 def scenario(name: str) -> Scenario:
