@@ -5,10 +5,11 @@ Why: a root cause paired by order alone is wrong as soon as two incidents overla
 one location next to a protocol mismatch from a direct request to the uwsgi socket). Each
 phase below provokes one known thing with a request id in its URI; the lines each log
 gained during a phase are that phase's, so the truth is recorded as it happens, not
-inferred from the logs. uWSGI runs without log-date: most of its lines carry no time.
+inferred from the logs. uWSGI runs without log-date unless asked: then most of its lines
+carry no time.
 
-Usage: python3 -m tests.servers.mixed OUTDIR  (writes nginx-error.log, uwsgi.log,
-access.log and truth.json; tests/data/real/mixed-* was recorded this way).
+Usage: python3 -m tests.servers.mixed OUTDIR [--log-date]  (writes nginx-error.log,
+uwsgi.log, access.log and truth.json; tests/data/real/mixed-* was recorded this way).
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ class _Phase:
         return found[0]
 
 
-def record(out: Path) -> dict[str, Any]:
-    """Run the phases against real servers; write the logs and truth.json into *out*."""
+def record(out: Path, *, log_date: bool = False) -> dict[str, Any]:
+    """Run the phases against real servers; write the logs and truth.json into *out*.
+
+    With *log_date* uWSGI stamps every line (``log-date``), as a careful deployment does.
+    """
     out.mkdir(parents=True, exist_ok=True)
     tmp = make_workdir()
-    uw = Uwsgi(tmp, {"harakiri": 5}, processes=2)
+    uw = Uwsgi(tmp, {"harakiri": 5, "log-date": log_date}, processes=2)
     assert uw.port is not None
     nginx = Nginx(tmp, _locations(uw.port))
     pairs: list[dict[str, Any]] = []
@@ -145,7 +149,7 @@ def record(out: Path) -> dict[str, Any]:
     truth = {
         "servers": {"nginx": NGINX_DEBIAN.label, "uwsgi": UWSGI_DEBIAN.label},
         "files": {"nginx": "nginx-error.log", "uwsgi": "uwsgi.log"},
-        "uwsgi_log_date": False,
+        "uwsgi_log_date": log_date,
         "pairs": pairs,
         "unpaired_nginx": unpaired_nginx,
         "unpaired_uwsgi": unpaired_uwsgi,
@@ -159,4 +163,4 @@ def record(out: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(record(Path(sys.argv[1])), indent=2))
+    print(json.dumps(record(Path(sys.argv[1]), log_date="--log-date" in sys.argv), indent=2))
