@@ -25,11 +25,17 @@ PUBLIC_IDS = {
     "nginx": {"upstream_header_too_big", "upstream_timeout", "upstream_connect_refused",
               "upstream_socket_missing", "upstream_socket_permission", "upstream_backlog_full",
               "upstream_premature_close", "upstream_reset", "no_live_upstreams",
-              "upstream_invalid_header", "client_disconnect"},
+              "upstream_invalid_header", "client_disconnect", "upstream_unreachable",
+              "upstream_local_ports_exhausted", "upstream_ssl_handshake_failed",
+              "address_in_use"},
     "uwsgi": {"request_block_too_big", "protocol_mismatch", "client_disconnect",
-              "worker_harakiri", "worker_died", "listen_queue_full"},
-    "gunicorn": {"worker_timeout", "worker_killed", "client_disconnect"},
-    "werkzeug": {"client_disconnect"},
+              "worker_harakiri", "worker_died", "listen_queue_full", "worker_crashed",
+              "worker_memory_killed", "app_load_failed", "address_in_use",
+              "workers_respawning_too_fast", "tls_on_uwsgi_socket", "modifier_unavailable",
+              "http_request_too_big", "router_upstream_reset", "router_connect_failed"},
+    "gunicorn": {"worker_timeout", "worker_killed", "client_disconnect", "worker_crashed",
+                 "worker_exited", "worker_boot_failed", "app_load_failed", "address_in_use"},
+    "werkzeug": {"client_disconnect", "dev_server_warning", "address_in_use"},
 }
 
 
@@ -80,6 +86,41 @@ def test_malformed_file_names_file_entry_and_problem(tmp_path, text, problem):
         load_file(path)
     assert str(path) in str(err.value)
     assert problem in str(err.value)
+
+
+_ENTRY = ("severity='error'\nstatus=502\nsummary='s'\nremediation='r'\n")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("family='uwsgi'\n[[incident]]\ncompanion_of='no_such'\n" + _ENTRY + "messages=['x y']\n",
+     "companion_of 'no_such': no such incident"),
+    ("family='uwsgi'\n[[incident]]\nid='a'\n" + _ENTRY + "messages=['a {n:int}']\n"
+     "consequence_of=[{incident='worker_harakiri', same=['n']}]\n",
+     "does not capture ['n']"),
+    ("family='uwsgi'\n[[incident]]\nid='a'\n" + _ENTRY + "messages=['a {n:int}', 'b']\n"
+     "consequence_of=[{incident='worker_harakiri', same=['n']}]\n",
+     "['n'] not captured by every message"),
+    ("family='uwsgi'\n[[incident]]\nid='a'\n" + _ENTRY + "messages=['a']\n"
+     "client_status=[{server='x 1', via='v', status=999, origin='claim'}]\n",
+     "status must be an HTTP status"),
+    ("family='uwsgi'\n[[incident]]\nid='a'\ncompanion_of='worker_died'\n" + _ENTRY +
+     "messages=['a']\n", "companion_of 'worker_died' and id 'a' differ"),
+])
+def test_links_between_entries_are_checked(tmp_path, text, problem):
+    (tmp_path / "links.toml").write_text(text)
+    with pytest.raises(CatalogError) as err:
+        load_catalog([tmp_path])
+    assert problem in str(err.value)
+    assert "links.toml" in str(err.value)
+
+
+def test_companions_and_consequences_name_counted_incidents():
+    for i in CATALOG.incidents:
+        if i.companion:
+            assert i.companion_of is not None and not i.consequence_of
+            assert (i.companion_of, i.source) in CATALOG.keys
+        for c in i.consequence_of:
+            assert (c.incident, i.source) in CATALOG.keys and c.same
 
 
 def test_user_pattern_dir_adds_incident_to_family(tmp_path):

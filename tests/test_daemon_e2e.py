@@ -47,8 +47,9 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     # nginx last, so /incidents (newest first) shows its lines.
     want, want_companions = feed_examples({k: v for k, v in logs.items() if k != "nginx"})
     wait_counts(d, want)
-    more, _ = feed_examples({"nginx": logs["nginx"]})
+    more, more_companions = feed_examples({"nginx": logs["nginx"]})
     want += more
+    want_companions += more_companions
     assert sum(want.values()) >= 40 and want_companions
     samples = wait_counts(d, want)
 

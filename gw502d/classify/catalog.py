@@ -48,6 +48,28 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class Consequence:
+    """This line, when it follows ``incident`` with the same ``same`` facts, belongs to it.
+
+    uWSGI writes a harakiri, then the killed worker's death: the death line is an incident
+    of its own (``worker_died``) only when no harakiri of that worker_pid came before it.
+    """
+
+    incident: str
+    same: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """What a client got for this incident from one server version, seen in a real test."""
+
+    server: str  # the server and version that wrote the line, e.g. "gunicorn 20.1.0"
+    via: str  # what stood between it and the client, e.g. "nginx 1.22.1 proxy_pass"
+    status: int | None  # None: the connection closed without a response
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """One catalog entry: an incident id as logged by one family (the metric's source)."""
 
@@ -65,6 +87,10 @@ class Incident:
     when: str | None = None
     companion: bool = False
     path: str = ""
+    # a companion line's incident (its own id with the legacy ``companion = true``)
+    companion_of: str | None = None
+    consequence_of: tuple[Consequence, ...] = ()
+    client_status: tuple[ClientStatus, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -168,11 +194,71 @@ def _template_names(text: str, path: Path, where: str) -> set[str]:
         raise CatalogError(path, where, f"remediation template: {exc}") from exc
 
 
+def _companion(raw: Mapping[str, Any], path: Path, where: str) -> tuple[str, str | None]:
+    """(entry id, the incident it is a companion of) from ``id``/``companion``/``companion_of``.
+
+    ``companion_of = "worker_harakiri"`` names the incident a companion line belongs to (its
+    id is that incident's); the older ``companion = true`` means a companion of its own id.
+    """
+    of = raw.get("companion_of")
+    flag = raw.get("companion", False)
+    if not isinstance(flag, bool):
+        raise CatalogError(path, where, "companion must be true or false")
+    if of is None:
+        ident = _need(raw, "id", str, where, path)
+        return ident, ident if flag else None
+    if not isinstance(of, str) or not of:
+        raise CatalogError(path, where, "companion_of must be an incident id")
+    if raw.get("id", of) != of:
+        raise CatalogError(path, where, f"companion_of {of!r} and id {raw['id']!r} differ: "
+                                        "a companion line counts under its incident's id")
+    return of, of
+
+
+def _consequences(raw: Any, names: set[str], path: Path, where: str) -> tuple[Consequence, ...]:
+    if not isinstance(raw, list):
+        raise CatalogError(path, where, "consequence_of must be an array of tables")
+    out = []
+    for n, item in enumerate(raw, 1):
+        at = f"{where} consequence_of {n}"
+        if not isinstance(item, dict) or set(item) - {"incident", "same"}:
+            raise CatalogError(path, at, "must be a table with 'incident' and 'same'")
+        incident = _need(item, "incident", str, at, path)
+        same = _need(item, "same", list, at, path)
+        if not same or not all(isinstance(s, str) for s in same):
+            raise CatalogError(path, at, "'same' must name the facts both lines carry")
+        missing = set(same) - names
+        if missing:
+            raise CatalogError(path, at, f"{sorted(missing)} not captured by every message")
+        out.append(Consequence(incident, tuple(same)))
+    return tuple(out)
+
+
+def _client_statuses(raw: Any, path: Path, where: str) -> tuple[ClientStatus, ...]:
+    if not isinstance(raw, list):
+        raise CatalogError(path, where, "client_status must be an array of tables")
+    out = []
+    for n, item in enumerate(raw, 1):
+        at = f"{where} client_status {n}"
+        if not isinstance(item, dict) or set(item) - {"server", "via", "status", "origin"}:
+            raise CatalogError(path, at, "keys are server, via, status, origin")
+        status = item.get("status", "none")
+        if status == "none":
+            status = None
+        elif not isinstance(status, int) or isinstance(status, bool) or not 100 <= status < 600:
+            raise CatalogError(path, at, f"status must be an HTTP status or 'none' (the "
+                                         f"connection closed without one), got {status!r}")
+        out.append(ClientStatus(_need(item, "server", str, at, path),
+                                _need(item, "via", str, at, path), status,
+                                _need(item, "origin", str, at, path)))
+    return tuple(out)
+
+
 def _incident(raw: Any, family: str, captures: set[str], path: Path, n: int) -> Incident:
     where = f"incident {n}"
     if not isinstance(raw, dict):
         raise CatalogError(path, where, "must be a table")
-    ident = _need(raw, "id", str, where, path)
+    ident, companion_of = _companion(raw, path, where)
     where = f"incident {ident!r}"
     if not ident.isidentifier() or not ident.islower():
         raise CatalogError(path, where, "id must be lower_snake_case")
@@ -215,18 +301,23 @@ def _incident(raw: Any, family: str, captures: set[str], path: Path, n: int) -> 
     if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
         raise CatalogError(path, where, "docs must be an array of URLs")
     examples = _examples(raw.get("example", []), path, where, ident)
-    companion = raw.get("companion", False)
-    if not isinstance(companion, bool):
-        raise CatalogError(path, where, "companion must be true or false")
+    in_every = set.intersection(*(set(m.names) for m in messages))
+    consequence_of = _consequences(raw.get("consequence_of", []), in_every, path, where)
+    if consequence_of and companion_of is not None:
+        raise CatalogError(path, where, "a companion line is never an incident of its own: "
+                                        "consequence_of is for incident entries")
     extra = set(raw) - {"id", "severity", "status", "summary", "messages", "evidence",
-                        "remediation", "docs", "example", "companion", "when"}
+                        "remediation", "docs", "example", "companion", "companion_of",
+                        "consequence_of", "client_status", "when"}
     if extra:
         raise CatalogError(path, where, f"unknown keys {sorted(extra)}")
     return Incident(
         id=ident, source=family, severity=severity, status=status,
         summary=_need(raw, "summary", str, where, path), remediation=remediation,
         docs=tuple(docs), messages=messages, templates=tuple(templates), evidence=evidence,
-        examples=examples, when=when, companion=companion, path=str(path),
+        examples=examples, when=when, companion=companion_of is not None, path=str(path),
+        companion_of=companion_of, consequence_of=consequence_of,
+        client_status=_client_statuses(raw.get("client_status", []), path, where),
     )
 
 
@@ -304,4 +395,30 @@ def load_catalog(extra_dirs: Iterable[Path | str] = (), *, builtin: bool = True,
     catalog = Catalog(_merge([load_file(p) for p in paths]), tuple(str(p) for p in paths))
     if builtin and not catalog.keys:
         raise CatalogError(home, "catalog", "the pattern files here define no incident")
+    for family in catalog.families:
+        _check_links(family)
     return catalog
+
+
+def _check_links(family: Family) -> None:
+    """Companions and consequences name incidents of their family that are counted, and a
+    consequence's shared facts are captured by every message of the incident it follows."""
+    counted: dict[str, list[Incident]] = {}
+    for i in family.incidents:
+        if not i.companion:
+            counted.setdefault(i.id, []).append(i)
+    for i in family.incidents:
+        where = f"incident {i.id!r}"
+        if i.companion_of is not None and i.companion_of not in counted:
+            raise CatalogError(i.path, where, f"companion_of {i.companion_of!r}: no such "
+                                              f"incident in family {family.name!r}")
+        for c in i.consequence_of:
+            if c.incident not in counted:
+                raise CatalogError(i.path, where, f"consequence_of {c.incident!r}: no such "
+                                                  f"incident in family {family.name!r}")
+            for other in counted[c.incident]:
+                for m in other.messages:
+                    if not set(c.same) <= set(m.names):
+                        raise CatalogError(i.path, where, f"consequence_of {c.incident!r}: "
+                                           f"its message {m.source!r} does not capture "
+                                           f"{sorted(set(c.same) - set(m.names))}")

@@ -32,16 +32,29 @@ def block_size_spells_method(facts: Facts) -> dict[str, Any] | None:
     return None if method is None else {"method": method}
 
 
+# A TLS record starts with the content type 0x16 (handshake): the byte uWSGI reads as
+# modifier1, so an https client on a uwsgi socket asks for modifier 22.
+TLS_HANDSHAKE = 22
+
+
+def modifier_is_tls(facts: Facts) -> dict[str, Any] | None:
+    """The requested modifier1 is a TLS record's first byte: TLS hit a uwsgi socket."""
+    return {"protocol": "TLS"} if facts.get("modifier1") == TLS_HANDSHAKE else None
+
+
 PREDICATES: dict[str, Predicate] = {
     "block_size_spells_method": block_size_spells_method,
+    "modifier_is_tls": modifier_is_tls,
 }
 # The fact each predicate reads and the values it holds for: the classifier compiles them
 # into the hot regex (a variant of its own, tried first), so no Python decides per line.
 # Every predicate has one.
 VALUES: dict[str, tuple[str, frozenset[int]]] = {
     "block_size_spells_method": ("block_size", frozenset(METHOD_BY_BLOCK_SIZE)),
+    "modifier_is_tls": ("modifier1", frozenset({TLS_HANDSHAKE})),
 }
 # The facts each predicate adds, so the catalog can check templates that use them.
 PROVIDES: dict[str, tuple[str, ...]] = {
     "block_size_spells_method": ("method",),
+    "modifier_is_tls": ("protocol",),
 }

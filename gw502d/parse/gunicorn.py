@@ -10,6 +10,12 @@ from gw502d.parse.template import CaptureType
 TYPES = {
     "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
     "LEVEL": CaptureType(r"[A-Z]++"),
+    # The arbiter names a worker's deadly signal (gunicorn >= 21: "was sent SIGSEGV!", or
+    # "code 139" when the wait status is no signal number); SIGKILL has an entry of its
+    # own and SIGTERM is a normal stop, so neither is a crash.
+    "crash_signal": CaptureType(r"(?!SIGKILL!|SIGTERM!)(?:SIG[A-Z0-9]++|code \d++)"),
+    # gunicorn 20.1 says "terminated due to signal 11": any number but 9 and 15
+    "crash_signum": CaptureType(r"(?!(?:9|15)$)\d++", int),
 }
 
 FORMAT = RecordFormat(

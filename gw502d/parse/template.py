@@ -52,6 +52,8 @@ TYPES: dict[str, CaptureType] = {
     "method": CaptureType(r"[A-Z]++"),
     "nospace": CaptureType(r"[^ ]*+"),
     "quoted": CaptureType(r"[^ \"]*+"),
+    # the end of the line: "exited with code 3" must not match "... code 30"
+    "end": CaptureType(r"$"),
 }
 
 

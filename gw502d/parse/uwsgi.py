@@ -14,6 +14,13 @@ TYPES = {
     "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
     # a socket name inside double quotes: one pass, nothing to backtrack into
     "dq": CaptureType(r'[^"]*+'),
+    # the http router's calls on its worker connection (hr_instance_read/write) and on the
+    # client's (hr_read/hr_write, hr_ssl_*): the same line shape, different culprits
+    "hr_instance_call": CaptureType(r"hr_instance_\w++"),
+    "hr_client_call": CaptureType(r"hr_(?!instance_)\w++"),
+    # strerror() text before "[file line N]": no brackets, so a request's text after it
+    # (the router's key is the client's Host) cannot stand in for it
+    "strerror": CaptureType(r"[^\[\]()]*?"),
     "memory_report": CaptureType(r"\{address space usage: \d+ bytes/\d+MB\} "
                                  r"\{rss usage: \d+ bytes/\d+MB\} "),
 }

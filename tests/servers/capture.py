@@ -2,7 +2,7 @@
 
 Usage: python3 -m tests.servers.capture OUTDIR [NAME_SUBSTRING ...]
 
-Writes OUTDIR/<family>-<scenario>[.<variant>].log (the relevant log, byte for byte),
+Writes OUTDIR/<family>-<scenario>[.<variant>][@<version>].log (the relevant log, byte for byte),
 OUTDIR/<name>+<other-log> for companion logs (access logs, the backend's log), and
 OUTDIR/manifest.json listing, per capture, the incident line numbers (1-based), the
 incident lines themselves and notes. Why: fixtures for the classifier come from here.
@@ -19,17 +19,18 @@ from pathlib import Path
 from tests.servers.provoke import SCENARIOS, Capture, Unsupported
 
 
-def _entry(cap: Capture, seconds: float) -> dict[str, object]:
+def _entry(name: str, cap: Capture, seconds: float) -> dict[str, object]:
     return {
         "family": cap.family,
         "scenario": cap.scenario,
         "variant": cap.variant,
-        "file": f"{cap.name}.log",
+        "server": cap.server,
+        "file": f"{name}.log",
         "source_log": cap.log_name,
         "incident_lines": [i + 1 for i in cap.incident],
         "incident": [line.decode("utf-8", "replace") for line in cap.incident_lines],
         "primary": (cap.primary_line or b"").decode("utf-8", "replace"),
-        "extra": sorted(f"{cap.name}+{name}" for name in cap.extra),
+        "extra": sorted(f"{name}+{other}" for other in cap.extra),
         "notes": cap.notes,
         "seconds": round(seconds, 2),
     }
@@ -61,10 +62,11 @@ def main(argv: list[str]) -> int:
             manifest.append({"file": f"{sc.name}.log", "error": repr(e)})
             continue
         dt = time.monotonic() - t0
-        (out / f"{cap.name}.log").write_bytes(cap.raw)
+        # the scenario's name, with "@version" for extra server versions
+        (out / f"{sc.name}.log").write_bytes(cap.raw)
         for name, data in cap.extra.items():
-            (out / f"{cap.name}+{name}").write_bytes(data)
-        manifest.append(_entry(cap, dt))
+            (out / f"{sc.name}+{name}").write_bytes(data)
+        manifest.append(_entry(sc.name, cap, dt))
         status = "ok  " if cap.incident else "NONE"
         first = (cap.primary_line or b"(no incident line)").decode("utf-8", "replace")
         print(f"{status} {sc.name} ({dt:.1f}s): {first[:160]}", flush=True)

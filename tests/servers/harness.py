@@ -17,13 +17,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.servers.versions import GUNICORN_CURRENT, UWSGI_DEBIAN, WERKZEUG_CURRENT, Version
 
 HOST = "127.0.0.1"
 NGINX_BIN = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -277,6 +278,12 @@ def application(environ, start_response):
     if path == "/crash":
         os.kill(os.getpid(), int(arg("sig", "9")))
         time.sleep(5)
+    if path == "/eat":
+        # memory held for a while: a worker past uWSGI's (evil-)reload-on-rss limit
+        held = bytearray(int(arg("mb", "200")) * 1024 * 1024)
+        time.sleep(float(arg("s", "2")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ate %d bytes\\n" % len(held)]
     if path == "/body":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         data = environ["wsgi.input"].read(length)
@@ -339,9 +346,9 @@ if __name__ == "__main__":
 '''
 
 
-def write_wsgi_app(tmpdir: Path) -> Path:
+def write_wsgi_app(tmpdir: Path, text: str | None = None) -> Path:
     path = tmpdir / "wsgi_app.py"
-    path.write_text(WSGI_APP)
+    path.write_text(WSGI_APP if text is None else text)
     path.chmod(0o644)
     return path
 
@@ -419,12 +426,15 @@ http {{
         )
         return res.returncode == 0, res.stderr
 
-    def start(self, timeout: float = 10.0) -> Self:
+    def start(self, timeout: float = 10.0, ready: bool = True) -> Self:
+        """Start; wait for its worker unless `ready` is False (a start that must fail)."""
         ok, err = self.check()
         if not ok:
             raise RuntimeError(f"nginx -t failed:\n{err}")
         seen = len(read_lines(self.log_path))
         self.proc = Proc(self._argv(), self.stderr_path, cwd=self.tmpdir).start()
+        if not ready:
+            return self
         # Wait on the log, not with a probe connection: a probe adds a "client closed
         # connection while waiting for request" line to the very log we capture.
         try:
@@ -464,10 +474,13 @@ def _options_argv(options: Mapping[str, object] | Sequence[str]) -> list[str]:
 
 
 class Uwsgi(Server):
-    """Debian uWSGI (python3 plugin) serving WSGI_APP, logging to <tmp>/uwsgi.log.
+    """uWSGI serving WSGI_APP, logging to <tmp>/uwsgi.log: Debian's (python3 plugin) or
+    another `version` (a pip build, python built in).
 
     `socket` is "127.0.0.1:PORT" (default: a free port) or a unix socket path;
-    `protocol="http"` uses --http-socket instead of the binary uwsgi --socket.
+    `protocol="http"` uses --http-socket instead of the binary uwsgi --socket,
+    `protocol="router"` the http router (--http) in front of a uwsgi --socket.
+    `app` replaces WSGI_APP's text (an app that fails to load, ...).
     """
 
     def __init__(
@@ -478,8 +491,12 @@ class Uwsgi(Server):
         socket: str | None = None,
         protocol: str = "uwsgi",
         processes: int = 1,
+        version: Version = UWSGI_DEBIAN,
+        app: str | None = None,
     ) -> None:
         self.tmpdir = tmpdir
+        self.version = version
+        version.ensure()
         self.options = options
         self.port: int | None = None
         if socket is None:
@@ -492,30 +509,43 @@ class Uwsgi(Server):
         self.processes = processes
         self.log_path = tmpdir / "uwsgi.log"
         self.stdout_path = tmpdir / "uwsgi.stdout"
-        self.app_path = write_wsgi_app(tmpdir)
+        self.app_path = write_wsgi_app(tmpdir, app)
+        #: with protocol="router", the workers' own uwsgi socket behind the router
+        self.worker_socket = f"{HOST}:{free_port()}"
 
     def argv(self) -> list[str]:
-        sock_flag = "--http-socket" if self.protocol == "http" else "--socket"
+        if self.protocol == "router":
+            sockets = ["--http", self.socket, "--socket", self.worker_socket]
+        else:
+            sockets = ["--http-socket" if self.protocol == "http" else "--socket", self.socket]
+        # Debian's uWSGI loads its python (and http router) plugins; a pip build has them
+        plugins = "python3,http" if self.protocol == "router" else "python3"
+        binary = ([UWSGI_BIN, "--plugin", plugins] if self.version.venv is None
+                  else [self.version.bin("uwsgi")])
         return [
-            UWSGI_BIN,
-            "--plugin", "python3",
+            *binary,
             "--master",
             "--die-on-term",
             "--logto", str(self.log_path),
             "--processes", str(self.processes),
             "--pythonpath", str(self.tmpdir),
             "--wsgi-file", str(self.app_path),
-            sock_flag, self.socket,
+            *sockets,
             *_options_argv(self.options),
         ]  # fmt: skip
 
-    def start(self, timeout: float = 15.0) -> Self:
+    def start(
+        self, timeout: float = 15.0, ready: Matcher | None = "spawned uWSGI worker 1 "
+    ) -> Self:
+        """Start; wait for the `ready` line (None: do not wait, e.g. for a failing start)."""
         self.proc = Proc(
             self.argv(), self.stdout_path, cwd=self.tmpdir, stop_signal=signal.SIGINT
         ).start()
+        if ready is None:
+            return self
         try:
             # The socket is bound before the master spawns workers; no probe connection.
-            self.wait_for_line("spawned uWSGI worker 1 ", timeout)
+            self.wait_for_line(ready, timeout)
             if self.port is None:
                 wait_path(Path(self.socket), timeout)
         except TimeoutError:
@@ -534,10 +564,10 @@ class Uwsgi(Server):
 
 
 @functools.cache
-def _gunicorn_no_control_socket() -> tuple[str, ...]:
+def _gunicorn_no_control_socket(python: str) -> tuple[str, ...]:
     """gunicorn >= 25 opens a control socket in ~/.gunicorn by default; keep out of $HOME."""
     res = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--help"],
+        [python, "-m", "gunicorn", "--help"],
         check=False,
         capture_output=True,
         text=True,
@@ -547,21 +577,27 @@ def _gunicorn_no_control_socket() -> tuple[str, ...]:
 
 
 class Gunicorn(Server):
-    """`python3 -m gunicorn` (sync worker) serving WSGI_APP with a debug error log."""
+    """`python -m gunicorn` (sync worker) of `version` serving WSGI_APP (or `app`) with a
+    debug error log."""
 
-    def __init__(self, tmpdir: Path, args: Sequence[str] = (), *, workers: int = 1) -> None:
+    def __init__(self, tmpdir: Path, args: Sequence[str] = (), *, workers: int = 1,
+                 version: Version = GUNICORN_CURRENT, app: str | None = None,
+                 port: int | None = None) -> None:
         self.tmpdir = tmpdir
+        self.version = version
+        version.ensure()
         self.args = list(args)
         self.workers = workers
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_path = tmpdir / "gunicorn.log"
         self.access_log = tmpdir / "gunicorn_access.log"
         self.stdout_path = tmpdir / "gunicorn.stdout"
-        write_wsgi_app(tmpdir)
+        write_wsgi_app(tmpdir, app)
 
     def argv(self) -> list[str]:
+        python = self.version.interpreter()
         return [
-            sys.executable, "-m", "gunicorn",
+            python, "-m", "gunicorn",
             "--error-logfile", str(self.log_path),
             "--access-logfile", str(self.access_log),
             "--log-level", "debug",
@@ -570,15 +606,17 @@ class Gunicorn(Server):
             "--worker-class", "sync",
             "--graceful-timeout", "2",
             "--chdir", str(self.tmpdir),
-            *_gunicorn_no_control_socket(),
+            *_gunicorn_no_control_socket(python),
             *self.args,
             "wsgi_app:application",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 15.0) -> Self:
+    def start(self, timeout: float = 15.0, ready: bool = True) -> Self:
         # SIGINT = quick shutdown (SIGTERM waits for graceful-timeout).
         self.proc = Proc(self.argv(), self.stdout_path, cwd=self.tmpdir, stop_signal=signal.SIGINT)
         self.proc.start()
+        if not ready:
+            return self
         try:
             self.wait_for_line("Booting worker with pid", timeout)
         except TimeoutError:
@@ -598,7 +636,8 @@ class Gunicorn(Server):
 class FlaskDev(Server):
     """Flask's app.run() (the Werkzeug development server); stdout+stderr in flask.log."""
 
-    def __init__(self, tmpdir: Path, *, ansi: bool = False) -> None:
+    def __init__(self, tmpdir: Path, *, ansi: bool = False,
+                 version: Version = WERKZEUG_CURRENT, port: int | None = None) -> None:
         """ansi=True hides colorama from the app, as on hosts without it.
 
         Werkzeug styles non-200 request lines with ANSI escapes; when colorama is importable
@@ -607,12 +646,14 @@ class FlaskDev(Server):
         """
         self.tmpdir = tmpdir
         self.ansi = ansi
-        self.port = free_port()
+        self.version = version
+        version.ensure()
+        self.port = port or free_port()
         self.log_path = tmpdir / "flask.log"
         self.app_path = tmpdir / "flask_app.py"
         self.app_path.write_text(FLASK_APP)
 
-    def start(self, timeout: float = 15.0) -> Self:
+    def start(self, timeout: float = 15.0, ready: bool = True) -> Self:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("FLASK_DEBUG", None)
         if self.ansi:
@@ -620,8 +661,10 @@ class FlaskDev(Server):
             shim.mkdir(exist_ok=True)
             (shim / "colorama.py").write_text('raise ImportError("hidden by the test harness")\n')
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
-        argv = [sys.executable, str(self.app_path), str(self.port)]
+        argv = [self.version.interpreter(), str(self.app_path), str(self.port)]
         self.proc = Proc(argv, self.log_path, cwd=self.tmpdir, env=env).start()
+        if not ready:
+            return self
         try:
             wait_port(self.port, timeout)
             self.wait_for_line("Press CTRL+C to quit", timeout)

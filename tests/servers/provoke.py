@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -39,6 +40,17 @@ from tests.servers.harness import (
     make_workdir,
     read_lines,
     wait_for_line,
+)
+from tests.servers.versions import (
+    GUNICORN_20,
+    GUNICORN_23,
+    GUNICORN_CURRENT,
+    NGINX_DEBIAN,
+    UWSGI_DEBIAN,
+    UWSGI_PYPI,
+    WERKZEUG_2,
+    WERKZEUG_CURRENT,
+    Version,
 )
 
 Via = Literal["uwsgi", "proxy"]
@@ -71,6 +83,7 @@ class Capture:
     primary: int | None = None
     extra: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    server: str = ""  # who wrote `raw`, e.g. "uWSGI 2.0.31" (the origin of real: examples)
 
     @property
     def name(self) -> str:
@@ -129,6 +142,7 @@ def _capture(
     primary: Pattern | None = None,
     extra: dict[str, Path] | None = None,
     notes: Sequence[str] = (),
+    server: str = "",
 ) -> Capture:
     raw = _read(log)
     incident = find_lines(raw, *patterns)
@@ -146,6 +160,7 @@ def _capture(
         primary=prim,
         extra={name: _read(p) for name, p in (extra or {}).items()},
         notes=list(notes),
+        server=server,
     )
 
 
@@ -435,6 +450,7 @@ def _nginx_capture(
         primary=primary,
         extra={**logs, **(extra or {})},
         notes=notes,
+        server=NGINX_DEBIAN.label,
     )
 
 
@@ -792,15 +808,17 @@ def _uwsgi_capture(
         primary=primary,
         extra=extra,
         notes=notes,
+        server=uw.version.label,
     )
 
 
 def uwsgi_request_block_too_big(
-    what: Literal["query", "header"] = "query", base: Path | None = None
+    what: Literal["query", "header"] = "query", base: Path | None = None,
+    version: Version = UWSGI_DEBIAN,
 ) -> Capture:
     """nginx forwards a request whose uwsgi vars exceed uWSGI's default buffer-size 4096."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp)
+        uw = Uwsgi(tmp, version=version)
         assert uw.port is not None
         nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
         with _running(uw, nginx):
@@ -821,11 +839,12 @@ def uwsgi_request_block_too_big(
 
 
 def uwsgi_protocol_mismatch(
-    client: Literal["raw", "nginx_proxy_pass"] = "raw", base: Path | None = None
+    client: Literal["raw", "nginx_proxy_pass"] = "raw", base: Path | None = None,
+    version: Version = UWSGI_DEBIAN,
 ) -> Capture:
     """Plain HTTP sent to a binary-protocol uwsgi --socket ("GE" read as a packet size)."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp)
+        uw = Uwsgi(tmp, version=version)
         assert uw.port is not None
         nginx: Nginx | None = None
         notes: list[str] = []
@@ -839,7 +858,7 @@ def uwsgi_protocol_mismatch(
                 resp = http_request(nginx.port, "/ok")
                 _wait_quietly(uw.log_path, re.compile(r"invalid request|skip"), 3)
                 _wait_quietly(nginx.log_path, "[error]", 3)
-        notes.append(f"client got {resp[:60]!r}")
+        notes.append(f"client got HTTP {status_of(resp)} ({resp[:40]!r})")
         return _uwsgi_capture(
             uw, "protocol_mismatch", client, ["invalid request block size"], nginx=nginx,
             notes=notes,
@@ -847,7 +866,8 @@ def uwsgi_protocol_mismatch(
 
 
 def uwsgi_client_disconnect(
-    mode: Literal["fin", "rst", "nginx"] = "fin", base: Path | None = None
+    mode: Literal["fin", "rst", "nginx"] = "fin", base: Path | None = None,
+    version: Version = UWSGI_DEBIAN,
 ) -> Capture:
     """The client goes away while the app streams a large body.
 
@@ -858,12 +878,12 @@ def uwsgi_client_disconnect(
         nginx: Nginx | None = None
         stream = "/stream?n=400&size=65536&delay=0.01"
         if mode == "nginx":
-            uw = Uwsgi(tmp)
+            uw = Uwsgi(tmp, version=version)
             assert uw.port is not None
             nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
             servers: tuple[Server, ...] = (uw, nginx)
         else:
-            uw = Uwsgi(tmp, protocol="http")
+            uw = Uwsgi(tmp, protocol="http", version=version)
             servers = (uw,)
         with _running(*servers):
             port = nginx.port if nginx else uw.port
@@ -888,11 +908,11 @@ def uwsgi_client_disconnect(
 
 def _uwsgi_worker_lost(
     options: dict[str, object], path: str, scenario: str, variant: str, patterns: list[str],
-    primary: str, base: Path | None,
+    primary: str, base: Path | None, version: Version = UWSGI_DEBIAN,
 ) -> Capture:
     """A request behind nginx that costs uWSGI its worker; waits for the respawn."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp, options)
+        uw = Uwsgi(tmp, options, version=version)
         assert uw.port is not None
         nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
         with _running(uw, nginx):
@@ -906,27 +926,40 @@ def _uwsgi_worker_lost(
         )
 
 
-def uwsgi_worker_harakiri(base: Path | None = None) -> Capture:
-    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker."""
+def uwsgi_worker_harakiri(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN, graceful: bool = False
+) -> Capture:
+    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker
+    (graceful: uWSGI >= 2.0.27 first sends SIGTERM, then kills harakiri-graceful-timeout
+    seconds later)."""
+    options: dict[str, object] = {"harakiri": 1}
+    if graceful:
+        options["harakiri-graceful-timeout"] = 1
     return _uwsgi_worker_lost(
-        {"harakiri": 1}, "/sleep?s=3", "worker_harakiri", "",
-        ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"], "HARAKIRI ON WORKER", base,
+        options, "/sleep?s=3", "worker_harakiri", "graceful" if graceful else "",
+        ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"], "HARAKIRI ON WORKER",
+        base, version,
     )
 
 
-def uwsgi_worker_died(sig: int = 9, base: Path | None = None) -> Capture:
+def uwsgi_worker_died(
+    sig: int = 9, base: Path | None = None, version: Version = UWSGI_DEBIAN,
+    scenario: str = "worker_died", primary: str = "DAMN ! worker",
+) -> Capture:
     """The worker process dies by a signal mid-request (9 = OOM-killer-like, 11 = segfault)."""
     return _uwsgi_worker_lost(
-        {}, f"/crash?sig={sig}", "worker_died", f"sig{sig}",
+        {}, f"/crash?sig={sig}", scenario, f"sig{sig}",
         ["DAMN ! worker", "Respawned uWSGI worker", "Segmentation Fault", "!!! uWSGI"],
-        "DAMN ! worker", base,
+        primary, base, version,
     )
 
 
-def uwsgi_listen_queue_full(base: Path | None = None) -> Capture:
+def uwsgi_listen_queue_full(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN
+) -> Capture:
     """--listen 2, one busy worker, many connects to the TCP --socket: queue overflows."""
     with _workdir(base) as tmp:
-        uw = Uwsgi(tmp, {"listen": 2})
+        uw = Uwsgi(tmp, {"listen": 2}, version=version)
         assert uw.port is not None
         clients: list[socket.socket] = []
         with _running(uw):
@@ -1011,14 +1044,17 @@ def _gunicorn_capture(
         primary=primary,
         extra=extra,
         notes=notes,
+        server=g.version.label,
     )
 
 
-def gunicorn_worker_timeout(base: Path | None = None) -> Capture:
+def gunicorn_worker_timeout(
+    base: Path | None = None, version: Version = GUNICORN_CURRENT
+) -> Capture:
     """--timeout 1 and a 5 s request (through nginx proxy_pass): the arbiter aborts the
     silent sync worker. The nginx logs of the same request are in `extra`."""
     with _workdir(base) as tmp:
-        g = Gunicorn(tmp, ["--timeout", "1"])
+        g = Gunicorn(tmp, ["--timeout", "1"], version=version)
         nginx = Nginx(tmp, pass_block("proxy", g.port))
         with _running(g, nginx):
             resp = http_request(nginx.port, "/sleep?s=5", timeout=8)
@@ -1043,13 +1079,18 @@ def gunicorn_worker_timeout(base: Path | None = None) -> Capture:
         )
 
 
+#: How the arbiter reports a SIGKILLed worker: gunicorn >= 21, and 20.1
+KILLED = re.compile(r"was sent SIGKILL|terminated due to signal 9$")
+
+
 def gunicorn_worker_killed(
-    how: Literal["external", "self"] = "external", base: Path | None = None
+    how: Literal["external", "self"] = "external", base: Path | None = None,
+    version: Version = GUNICORN_CURRENT,
 ) -> Capture:
     """The worker dies by SIGKILL (OOM-killer-like): we kill its idle PID, or it kills itself
     mid-request behind nginx proxy_pass (nginx logs in `extra`)."""
     with _workdir(base) as tmp:
-        g = Gunicorn(tmp)
+        g = Gunicorn(tmp, version=version)
         nginx = Nginx(tmp, pass_block("proxy", g.port))
         with _running(g, nginx):
             if how == "external":
@@ -1057,25 +1098,26 @@ def gunicorn_worker_killed(
                 resp = b""
             else:
                 resp = http_request(nginx.port, "/crash?sig=9", timeout=5)
-            lines = g.wait_for_line("was sent SIGKILL", 5)
+            lines = g.wait_for_line(KILLED, 5)
             g.wait_for_line("Booting worker with pid", 5, start=len(lines) - 1)
             time.sleep(0.3)
         return _gunicorn_capture(
             g,
             "worker_killed",
             how,
-            ["was sent SIGKILL"],
+            [KILLED],
             nginx=nginx if how == "self" else None,
             notes=[f"client (via nginx) got HTTP {status_of(resp)}"] if resp else [],
         )
 
 
 def gunicorn_client_disconnect(
-    mode: Literal["fin", "rst"] = "rst", base: Path | None = None
+    mode: Literal["fin", "rst"] = "rst", base: Path | None = None,
+    version: Version = GUNICORN_CURRENT,
 ) -> Capture:
     """The client leaves while a sync worker writes a large streamed body."""
     with _workdir(base) as tmp:
-        g = Gunicorn(tmp)
+        g = Gunicorn(tmp, version=version)
         with _running(g):
             got = disconnect_mid_response(g.port, "/stream?n=400&size=65536&delay=0.01", mode=mode)
             _wait_quietly(g.log_path, re.compile(r"Ignoring|Socket error|Error handling"), 6)
@@ -1092,14 +1134,16 @@ def gunicorn_client_disconnect(
 # --------------------------------------------------------------------------- werkzeug
 
 
-def werkzeug_dev_server(ansi: bool = False, base: Path | None = None) -> Capture:
+def werkzeug_dev_server(
+    ansi: bool = False, base: Path | None = None, version: Version = WERKZEUG_CURRENT
+) -> Capture:
     """Startup banner (the 'development server' warning) and request lines for 200/404/500.
 
     /boom raises inside a view: Flask logs "Exception on /boom [GET]" plus a traceback.
     ansi=True hides colorama, so non-200 request lines keep Werkzeug's ANSI escapes.
     """
     with _workdir(base) as tmp:
-        f = FlaskDev(tmp, ansi=ansi)
+        f = FlaskDev(tmp, ansi=ansi, version=version)
         with _running(f):
             for path in ("/ok", "/nope", "/boom"):
                 http_request(f.port, path)
@@ -1115,15 +1159,17 @@ def werkzeug_dev_server(ansi: bool = False, base: Path | None = None) -> Capture
                 "Exception on /boom",
             ],
             primary="WARNING: This is a development server",
+            server=f.version.label,
         )
 
 
 def werkzeug_client_disconnect(
-    mode: Literal["fin", "rst", "body_reset"] = "rst", base: Path | None = None
+    mode: Literal["fin", "rst", "body_reset"] = "rst", base: Path | None = None,
+    version: Version = WERKZEUG_CURRENT,
 ) -> Capture:
     """Client leaves mid-response (fin/rst), or resets while the app reads the body."""
     with _workdir(base) as tmp:
-        f = FlaskDev(tmp)
+        f = FlaskDev(tmp, version=version)
         with _running(f):
             seen = len(read_lines(f.log_path))
             if mode == "body_reset":
@@ -1151,6 +1197,346 @@ def werkzeug_client_disconnect(
             f.log_path,
             [re.compile(r"Error|error|Traceback|Broken|reset"), re.compile(r'"(GET|POST) ')],
             notes=[note],
+            server=f.version.label,
+        )
+
+
+# --------------------------------------------------------------------------- start-up and lifecycle
+
+#: An app whose import fails: uWSGI and gunicorn report an app that cannot load.
+BROKEN_APP = "raise ImportError('the app cannot be imported (test)')\n"
+#: An app that imports but has no WSGI callable (gunicorn's AppImportError).
+NO_CALLABLE_APP = "x = 1\n"
+#: An app that kills its own process while loading: lazy-apps workers die in a loop.
+SUICIDAL_APP = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+
+
+@contextlib.contextmanager
+def _taken_port() -> Iterator[int]:
+    """A 127.0.0.1 port some other program listens on, for 'address already in use'."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        s.listen(1)
+        yield s.getsockname()[1]
+
+
+def _wait_exit(server: Server, timeout: float) -> None:
+    """Wait until a server that must fail to start has exited (bounded)."""
+    deadline = time.monotonic() + timeout
+    while server.proc is not None and server.proc.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def uwsgi_app_load_failed(
+    mode: Literal["dynamic", "need_app"] = "dynamic", base: Path | None = None,
+    version: Version = UWSGI_DEBIAN,
+) -> Capture:
+    """The app raises at import. Without need-app uWSGI serves 500s ("no python application
+    found"); with need-app it exits and nginx finds nothing listening."""
+    with _workdir(base) as tmp:
+        options: dict[str, object] = {"need-app": True} if mode == "need_app" else {}
+        uw = Uwsgi(tmp, options, version=version, app=BROKEN_APP)
+        assert uw.port is not None
+        nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
+        try:
+            if mode == "need_app":
+                uw.start(ready=None)
+                wait_for_line(uw.log_path, "GAME OVER", 10)
+                _wait_exit(uw, 5)
+            else:
+                uw.start(ready="no app loaded")
+            with _running(nginx):
+                resp = http_request(nginx.port, "/ok")
+                if mode == "dynamic":
+                    wait_for_line(uw.log_path, "GET /ok", 5)
+                else:
+                    wait_for_line(nginx.log_path, "connect() failed", 5)
+        finally:
+            uw.stop()
+        return _uwsgi_capture(
+            uw, "app_load_failed", mode,
+            ["unable to load app", "no app loaded", "no python application found"],
+            primary="unable to load app", nginx=nginx,
+            notes=[f"client got HTTP {status_of(resp)}"],
+        )
+
+
+def uwsgi_address_in_use(base: Path | None = None, version: Version = UWSGI_DEBIAN) -> Capture:
+    """uWSGI's socket address is taken by another program: bind() fails, uWSGI exits."""
+    with _workdir(base) as tmp, _taken_port() as port:
+        uw = Uwsgi(tmp, socket=f"{HOST}:{port}", version=version)
+        try:
+            uw.start(ready=None)
+            wait_for_line(uw.log_path, "Address already in use", 10)
+            _wait_exit(uw, 5)
+        finally:
+            uw.stop()
+        return _uwsgi_capture(
+            uw, "address_in_use", "", ["Address already in use", "probably another instance"],
+            primary="Address already in use",
+        )
+
+
+def uwsgi_workers_respawning_too_fast(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN
+) -> Capture:
+    """lazy-apps and an app that kills its worker while loading: the master's fork-bomb
+    guard sleeps between respawns (and nginx would see refused or stalled requests)."""
+    with _workdir(base) as tmp:
+        uw = Uwsgi(tmp, {"lazy-apps": True}, version=version, app=SUICIDAL_APP)
+        try:
+            uw.start(ready="respawning too fast", timeout=15)
+        finally:
+            uw.stop()
+        return _uwsgi_capture(
+            uw, "workers_respawning_too_fast", "", ["respawning too fast", "DAMN ! worker"],
+            primary="respawning too fast",
+        )
+
+
+def uwsgi_worker_memory_killed(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN
+) -> Capture:
+    """evil-reload-on-rss 150 (MB) and a request holding 200 MB behind nginx: the master
+    SIGKILLs the worker mid-request (its memory is sampled every mem-collector-freq s)."""
+    with _workdir(base) as tmp:
+        uw = Uwsgi(tmp, {"evil-reload-on-rss": 150, "mem-collector-freq": 1}, version=version)
+        assert uw.port is not None
+        nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
+        with _running(uw, nginx):
+            resp = http_request(nginx.port, "/eat?mb=200&s=5")
+            wait_for_line(uw.log_path, "Respawned uWSGI worker", 8)
+            _wait_quietly(nginx.log_path, "[error]", 2)
+        return _uwsgi_capture(
+            uw, "worker_memory_killed", "", ["EVIL RELOAD", "DAMN ! worker"],
+            primary="EVIL RELOAD", nginx=nginx, notes=[f"client got HTTP {status_of(resp)}"],
+        )
+
+
+def _tls_hello(port: int) -> str:
+    """Start a TLS handshake with a plain socket (what an https client sends); never waits
+    long. Returns how the client's side ended."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((HOST, port), timeout=3) as s:
+            ctx.wrap_socket(s, server_hostname="localhost")
+    except (OSError, ssl.SSLError) as exc:
+        return f"client got HTTP None (handshake ended: {type(exc).__name__})"
+    return "client handshake completed (unexpected)"
+
+
+def uwsgi_tls_on_uwsgi_socket(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN
+) -> Capture:
+    """An https client talks to the uwsgi socket: the TLS record's first byte (0x16) is read
+    as modifier1 22. (nginx's proxy_pass https:// to the socket sends a ClientHello shorter
+    than the packet size uWSGI then expects: uWSGI waits and logs nothing, nginx logs the
+    failed handshake: see nginx_upstream_ssl_handshake.)"""
+    with _workdir(base) as tmp:
+        uw = Uwsgi(tmp, version=version)
+        assert uw.port is not None
+        with _running(uw):
+            note = _tls_hello(uw.port)
+            wait_for_line(uw.log_path, "unavailable modifier", 5)
+        return _uwsgi_capture(
+            uw, "tls_on_uwsgi_socket", "raw", ["unavailable modifier"], notes=[note],
+        )
+
+
+def uwsgi_modifier_unavailable(
+    base: Path | None = None, version: Version = UWSGI_DEBIAN
+) -> Capture:
+    """nginx asks for a modifier1 no loaded plugin serves (uwsgi_modifier1 5, PSGI)."""
+    with _workdir(base) as tmp:
+        uw = Uwsgi(tmp, version=version)
+        assert uw.port is not None
+        nginx = Nginx(tmp, pass_block("uwsgi", uw.port, "uwsgi_modifier1 5;"))
+        with _running(uw, nginx):
+            resp = http_request(nginx.port, "/ok")
+            wait_for_line(uw.log_path, "unavailable modifier", 5)
+            _wait_quietly(nginx.log_path, "[error]", 2)
+        return _uwsgi_capture(
+            uw, "modifier_unavailable", "", ["unavailable modifier"], nginx=nginx,
+            notes=[f"client got HTTP {status_of(resp)}"],
+        )
+
+
+def uwsgi_http_request_too_big(
+    via: Literal["raw", "nginx"] = "raw", base: Path | None = None,
+    version: Version = UWSGI_DEBIAN,
+) -> Capture:
+    """--http-socket with buffer-size 4096 and a 5000-byte header."""
+    with _workdir(base) as tmp:
+        uw = Uwsgi(tmp, protocol="http", version=version)
+        assert uw.port is not None
+        nginx = Nginx(tmp, pass_block("proxy", uw.port)) if via == "nginx" else None
+        with _running(uw, *((nginx,) if nginx else ())):
+            port = nginx.port if nginx else uw.port
+            resp = http_request(port, "/ok", headers={"X-Long": "b" * 5000})
+            wait_for_line(uw.log_path, "invalid HTTP request size", 5)
+            if nginx:
+                _wait_quietly(nginx.log_path, "[error]", 2)
+        return _uwsgi_capture(
+            uw, "http_request_too_big", via, ["invalid HTTP request size"], nginx=nginx,
+            notes=[f"client got HTTP {status_of(resp)}"],
+        )
+
+
+def uwsgi_router(
+    what: Literal["upstream_reset", "connect_failed", "client_reset"] = "upstream_reset",
+    base: Path | None = None, version: Version = UWSGI_DEBIAN,
+) -> Capture:
+    """uWSGI's http router (--http) in front of its workers' uwsgi socket.
+
+    upstream_reset: a header too big for the workers' buffer-size (the worker refuses the
+    packet, the router's read from it is reset); connect_failed: --http-to a dead node;
+    client_reset: the client resets while the app streams.
+    """
+    with _workdir(base) as tmp:
+        options: dict[str, object] = {}
+        if what == "connect_failed":
+            options["http-to"] = f"{HOST}:{free_port()}"
+        uw = Uwsgi(tmp, options, protocol="router", version=version)
+        assert uw.port is not None
+        with _running(uw):
+            if what == "upstream_reset":
+                resp = http_request(uw.port, "/ok", headers={"X-Long": "b" * 5000})
+                wait_for_line(uw.log_path, "hr_instance_read()", 5)
+                patterns: list[Pattern] = ["hr_instance_read()", "invalid request block size"]
+            elif what == "connect_failed":
+                resp = http_request(uw.port, "/ok")
+                wait_for_line(uw.log_path, "marking", 5)
+                patterns = ["unable to connect()", "marking"]
+            else:
+                disconnect_mid_response(uw.port, "/stream?n=400&size=65536&delay=0.01",
+                                        mode="rst")
+                resp = b""
+                wait_for_line(uw.log_path, "GET /stream", 8)
+                time.sleep(0.3)
+                patterns = ["hr_read()", "Broken pipe", "SIGPIPE", "write error"]
+        key = {"upstream_reset": "router_upstream_reset",
+               "connect_failed": "router_connect_failed",
+               "client_reset": "client_disconnect"}[what]
+        return _uwsgi_capture(
+            uw, key, "router", patterns, primary=patterns[0],
+            notes=[f"client got HTTP {status_of(resp)} ({len(resp)} bytes)"],
+        )
+
+
+def _gunicorn_start_failure(
+    scenario: str, app: str | None, port: int | None, wait: str, patterns: Sequence[Pattern],
+    primary: Pattern, base: Path | None, version: Version,
+) -> Capture:
+    with _workdir(base) as tmp:
+        g = Gunicorn(tmp, version=version, app=app, port=port)
+        try:
+            g.start(ready=False)
+            wait_for_line(g.log_path, wait, 15)
+            _wait_exit(g, 5)
+        finally:
+            g.stop()
+        return _gunicorn_capture(g, scenario, "", patterns, primary=primary)
+
+
+def gunicorn_worker_boot_failed(
+    base: Path | None = None, version: Version = GUNICORN_CURRENT
+) -> Capture:
+    """The app module raises at import in the worker: the arbiter halts, nothing listens."""
+    return _gunicorn_start_failure(
+        "worker_boot_failed", BROKEN_APP, None, "Reason:",
+        ["Exception in worker process", "exited with code", "Reason:"], "Reason:", base, version,
+    )
+
+
+def gunicorn_app_load_failed(
+    base: Path | None = None, version: Version = GUNICORN_CURRENT
+) -> Capture:
+    """The app module has no 'application' callable: AppImportError, the arbiter halts."""
+    return _gunicorn_start_failure(
+        "app_load_failed", NO_CALLABLE_APP, None, "Reason:",
+        ["AppImportError", "exited with code", "Reason:"], "Reason:", base, version,
+    )
+
+
+def gunicorn_address_in_use(
+    base: Path | None = None, version: Version = GUNICORN_CURRENT
+) -> Capture:
+    """--bind to a port another program holds: five retries a second apart, then exit."""
+    with _taken_port() as port:
+        return _gunicorn_start_failure(
+            "address_in_use", None, port, "Can't connect to",
+            ["Connection in use", "Retrying", "failed: [Errno 98]", "Can't connect to"],
+            "Can't connect to", base, version,
+        )
+
+
+def gunicorn_worker_crashed(
+    base: Path | None = None, version: Version = GUNICORN_CURRENT
+) -> Capture:
+    """The worker dies by SIGSEGV mid-request behind nginx proxy_pass."""
+    with _workdir(base) as tmp:
+        g = Gunicorn(tmp, version=version)
+        nginx = Nginx(tmp, pass_block("proxy", g.port))
+        with _running(g, nginx):
+            resp = http_request(nginx.port, "/crash?sig=11", timeout=5)
+            lines = g.wait_for_line(re.compile(r"(signal 11|SIGSEGV|code 139)"), 5)
+            g.wait_for_line("Booting worker with pid", 5, start=len(lines) - 1)
+            time.sleep(0.3)
+        return _gunicorn_capture(
+            g, "worker_crashed", "", [re.compile(r"(signal 11|SIGSEGV|code 139)")], nginx=nginx,
+            notes=[f"client (via nginx) got HTTP {status_of(resp)}"],
+        )
+
+
+def werkzeug_address_in_use(
+    base: Path | None = None, version: Version = WERKZEUG_CURRENT
+) -> Capture:
+    """app.run() on a port another program holds: the dev server prints why and exits."""
+    with _workdir(base) as tmp, _taken_port() as port:
+        f = FlaskDev(tmp, version=version, port=port)
+        try:
+            f.start(ready=False)
+            wait_for_line(f.log_path, "in use", 10)
+            _wait_exit(f, 5)
+        finally:
+            f.stop()
+        return _capture(
+            "werkzeug", "address_in_use", "", f.log_path, ["Address already in use", "in use"],
+            primary="is in use by another program", server=f.version.label,
+        )
+
+
+def nginx_address_in_use(base: Path | None = None) -> Capture:
+    """nginx's listen port is taken by another program: bind() fails, nginx retries, exits."""
+    with _workdir(base) as tmp, _taken_port() as port:
+        nginx = Nginx(tmp, "            return 200;\n", port=port)
+        try:
+            nginx.start(ready=False)
+            wait_for_line(nginx.log_path, "still could not bind", 10)
+            _wait_exit(nginx, 5)
+        finally:
+            nginx.stop()
+        return _nginx_capture(
+            nginx, "address_in_use", "", ["Address already in use", "still could not bind"],
+            primary="still could not bind",
+        )
+
+
+def nginx_upstream_ssl_handshake(via: Via = "uwsgi", base: Path | None = None) -> Capture:
+    """proxy_pass https:// to a plain backend: a uwsgi socket (it closes the connection) or
+    gunicorn's HTTP port (it answers 400 to the ClientHello: wrong version number)."""
+    with _workdir(base) as tmp:
+        backend = _backend(tmp, via)
+        assert backend.port is not None
+        nginx = Nginx(tmp, f"            proxy_pass https://{HOST}:{backend.port};\n")
+        with _running(backend, nginx):
+            resp = http_request(nginx.port, "/ok")
+            wait_for_line(nginx.log_path, "SSL", 5)
+        return _nginx_capture(
+            nginx, "upstream_ssl_handshake_failed", via, [re.compile(r"SSL.*handshak")],
+            extra=_backend_log(backend), notes=[f"client got HTTP {status_of(resp)}"],
         )
 
 
@@ -1159,15 +1545,20 @@ def werkzeug_client_disconnect(
 
 @dataclass(frozen=True)
 class Scenario:
+    """One way to provoke an incident; `version` is the server build it runs (None: the
+    default one, Debian's or the test environment's), named after "@" in `name`."""
+
     family: str
     scenario: str
     variant: str
     run: Callable[[Path | None], Capture]
+    version: Version | None = None
 
     @property
     def name(self) -> str:
         base = f"{self.family}-{self.scenario}"
-        return f"{base}.{self.variant}" if self.variant else base
+        base = f"{base}.{self.variant}" if self.variant else base
+        return f"{base}@{self.version.version}" if self.version is not None else base
 
 
 #: Every scenario variant, in the order capture.py runs them.
@@ -1175,14 +1566,18 @@ SCENARIOS: list[Scenario] = []
 
 
 def _add(
-    family: str, scenario: str, variant: str, fn: Callable[..., Capture], **kw: object
+    family: str, incident: str, variant: str, fn: Callable[..., Capture],
+    version: Version | None = None, **kw: object,
 ) -> None:
-    SCENARIOS.append(Scenario(family, scenario, variant, functools.partial(_run, fn, kw)))
+    if version is not None:
+        kw["version"] = version
+    SCENARIOS.append(
+        Scenario(family, incident, variant, functools.partial(_run, fn, kw), version)
+    )
 
 
 def _run(fn: Callable[..., Capture], kw: dict[str, object], base: Path | None) -> Capture:
     return fn(base=base, **kw)
-
 
 VIAS: tuple[Via, Via] = ("uwsgi", "proxy")
 for _v in VIAS:
@@ -1223,25 +1618,54 @@ _add(
 )  # fmt: skip
 for _v in VIAS:
     _add("nginx", "client_disconnect", _v, nginx_client_disconnect, via=_v)
-for _w in ("query", "header"):
-    _add("uwsgi", "request_block_too_big", _w, uwsgi_request_block_too_big, what=_w)
-for _c in ("raw", "nginx_proxy_pass"):
-    _add("uwsgi", "protocol_mismatch", _c, uwsgi_protocol_mismatch, client=_c)
-for _m in ("fin", "rst", "nginx"):
-    _add("uwsgi", "client_disconnect", _m, uwsgi_client_disconnect, mode=_m)
-_add("uwsgi", "worker_harakiri", "", uwsgi_worker_harakiri)
-for _sig in (9, 11):
-    _add("uwsgi", "worker_died", f"sig{_sig}", uwsgi_worker_died, sig=_sig)
-_add("uwsgi", "listen_queue_full", "", uwsgi_listen_queue_full)
-_add("gunicorn", "worker_timeout", "", gunicorn_worker_timeout)
-for _h in ("external", "self"):
-    _add("gunicorn", "worker_killed", _h, gunicorn_worker_killed, how=_h)
-for _m in ("fin", "rst"):
-    _add("gunicorn", "client_disconnect", _m, gunicorn_client_disconnect, mode=_m)
-_add("werkzeug", "dev_server", "", werkzeug_dev_server)
-_add("werkzeug", "dev_server", "ansi", werkzeug_dev_server, ansi=True)
-for _m in ("fin", "rst", "body_reset"):
-    _add("werkzeug", "client_disconnect", _m, werkzeug_client_disconnect, mode=_m)
+# Backends: every scenario for each version (the default one unnamed, extra ones "@version")
+for _uv in (None, UWSGI_PYPI):
+    for _w in ("query", "header"):
+        _add("uwsgi", "request_block_too_big", _w, uwsgi_request_block_too_big, _uv, what=_w)
+    for _c in ("raw", "nginx_proxy_pass"):
+        _add("uwsgi", "protocol_mismatch", _c, uwsgi_protocol_mismatch, _uv, client=_c)
+    for _m in ("fin", "rst", "nginx"):
+        _add("uwsgi", "client_disconnect", _m, uwsgi_client_disconnect, _uv, mode=_m)
+    _add("uwsgi", "worker_harakiri", "", uwsgi_worker_harakiri, _uv)
+    for _sig in (9, 11):
+        _add("uwsgi", "worker_died", f"sig{_sig}", uwsgi_worker_died, _uv, sig=_sig)
+    _add("uwsgi", "listen_queue_full", "", uwsgi_listen_queue_full, _uv)
+    for _mode in ("dynamic", "need_app"):
+        _add("uwsgi", "app_load_failed", _mode, uwsgi_app_load_failed, _uv, mode=_mode)
+    _add("uwsgi", "address_in_use", "", uwsgi_address_in_use, _uv)
+    _add("uwsgi", "workers_respawning_too_fast", "", uwsgi_workers_respawning_too_fast, _uv)
+    _add("uwsgi", "worker_memory_killed", "", uwsgi_worker_memory_killed, _uv)
+    _add("uwsgi", "worker_crashed", "sig11", uwsgi_worker_died, _uv, sig=11,
+         scenario="worker_crashed", primary="Segmentation Fault")
+    _add("uwsgi", "tls_on_uwsgi_socket", "raw", uwsgi_tls_on_uwsgi_socket, _uv)
+    _add("uwsgi", "modifier_unavailable", "", uwsgi_modifier_unavailable, _uv)
+    for _via in ("raw", "nginx"):
+        _add("uwsgi", "http_request_too_big", _via, uwsgi_http_request_too_big, _uv, via=_via)
+    for _r in ("upstream_reset", "connect_failed", "client_reset"):
+        _add("uwsgi", {"upstream_reset": "router_upstream_reset",
+                       "connect_failed": "router_connect_failed",
+                       "client_reset": "client_disconnect"}[_r], "router", uwsgi_router, _uv,
+             what=_r)
+for _gv in (None, GUNICORN_23, GUNICORN_20):
+    _add("gunicorn", "worker_timeout", "", gunicorn_worker_timeout, _gv)
+    for _h in ("external", "self"):
+        _add("gunicorn", "worker_killed", _h, gunicorn_worker_killed, _gv, how=_h)
+    for _m in ("fin", "rst"):
+        _add("gunicorn", "client_disconnect", _m, gunicorn_client_disconnect, _gv, mode=_m)
+    _add("gunicorn", "worker_boot_failed", "", gunicorn_worker_boot_failed, _gv)
+    _add("gunicorn", "app_load_failed", "", gunicorn_app_load_failed, _gv)
+    _add("gunicorn", "address_in_use", "", gunicorn_address_in_use, _gv)
+    _add("gunicorn", "worker_crashed", "", gunicorn_worker_crashed, _gv)
+for _wv in (None, WERKZEUG_2):
+    _add("werkzeug", "dev_server", "", werkzeug_dev_server, _wv)
+    _add("werkzeug", "dev_server", "ansi", werkzeug_dev_server, _wv, ansi=True)
+    for _m in ("fin", "rst", "body_reset"):
+        _add("werkzeug", "client_disconnect", _m, werkzeug_client_disconnect, _wv, mode=_m)
+    _add("werkzeug", "address_in_use", "", werkzeug_address_in_use, _wv)
+_add("uwsgi", "worker_harakiri", "graceful", uwsgi_worker_harakiri, UWSGI_PYPI, graceful=True)
+_add("nginx", "address_in_use", "", nginx_address_in_use)
+for _v in VIAS:
+    _add("nginx", "upstream_ssl_handshake_failed", _v, nginx_upstream_ssl_handshake, via=_v)
 
 
 def scenario(name: str) -> Scenario:
