@@ -50,13 +50,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The version of the stream: part of the cached file names, bumped when lines change.
-VERSION = 2
+VERSION = 3
 MODES = ("mixed", "long", "quiet", "storm", "storm-spread")
 START = 1795143600  # 2026-11-20 03:00:00 UTC: a night
 
 Label = tuple[str, str] | None  # (incident, source) or None for a benign line
 Lines = list[tuple[Label, str]]
 DECOY: Label = ("decoy", "-")  # benign, but counted apart in the truth
+
+
+def end_of(key: Label) -> Label:
+    """The label of a line that ends an event counted already (a worker's death after its
+    harakiri): no incident for gw502d, but a line of that shape for a stateless counter."""
+    return (f"end:{key[0]}", key[1])
 
 HOSTS = ("shop.example.net", "www.example.net", "api.example.net", "static.example.org")
 RESOURCES = ("users", "orders", "products", "carts", "sessions", "reports", "search",
@@ -434,7 +440,8 @@ class Events:
                     (None, s.uwsgi(f"HARAKIRI !!! end of worker {worker} status !!!",
                                    dated=True))]
         out += self.premature_close(UWSGI_TCP)
-        out.append((("worker_died", "uwsgi"), s.uwsgi(
+        # the killed worker's death ends the harakiri (same pid): counted with it, once
+        out.append((end_of(("worker_died", "uwsgi")), s.uwsgi(
             f"DAMN ! worker {worker} (pid: {pid}) died, killed by signal 9 :( trying respawn ...")))
         return out + self._respawned(worker)
 
@@ -443,16 +450,19 @@ class Events:
         s, rng = self.s, self.rng
         worker, pid = s.worker()
         out: Lines = []
+        died_is: Label = ("worker_died", "uwsgi")
         if rng.random() < 0.7:
             died = f"DAMN ! worker {worker} (pid: {pid}) died, killed by signal 9 :( trying " \
                    "respawn ..."
         else:
-            if self.companions:
-                out.append((None, s.uwsgi(f"!!! uWSGI process {pid} got Segmentation Fault !!!")))
+            if self.companions:  # the crash is the incident, the death (same pid) its end
+                out.append((("worker_crashed", "uwsgi"),
+                            s.uwsgi(f"!!! uWSGI process {pid} got Segmentation Fault !!!")))
+                died_is = end_of(died_is)
             died = f"DAMN ! worker {worker} (pid: {pid}) died :( trying respawn ..."
         symptom = self.premature_close if rng.random() < 0.7 else self.reset
         out += symptom(UWSGI_TCP)
-        out.append((("worker_died", "uwsgi"), s.uwsgi(died)))
+        out.append((died_is, s.uwsgi(died)))
         return out + self._respawned(worker)
 
     def _respawned(self, worker: int) -> Lines:
@@ -689,6 +699,7 @@ def stream(mode: str, seed: int) -> Iterator[tuple[Label, str, int]]:
 def generate(path: Path, mode: str, n: int, seed: int = 502) -> dict[str, object]:
     """Write *n* lines of *mode* to *path* and the truth next to it; return the truth."""
     counts: dict[str, dict[str, int]] = {}
+    shapes: dict[str, dict[str, int]] = {}  # lines per incident shape, ends included
     per_second: Counter[int] = Counter()
     decoys = long_lines = size = written = 0
     tmp = path.with_name(path.name + ".tmp")
@@ -698,8 +709,11 @@ def generate(path: Path, mode: str, n: int, seed: int = 502) -> dict[str, object
             if label == DECOY:
                 decoys += 1
             elif label is not None:
-                per = counts.setdefault(label[0], {})
-                per[label[1]] = per.get(label[1], 0) + 1
+                ended = label[0].startswith("end:")
+                shape = label[0].removeprefix("end:")
+                for table in (shapes,) if ended else (shapes, counts):
+                    per = table.setdefault(shape, {})
+                    per[label[1]] = per.get(label[1], 0) + 1
             per_second[t] += 1
             size += len(line) + 1
             long_lines += len(line) >= 4096
@@ -714,12 +728,13 @@ def generate(path: Path, mode: str, n: int, seed: int = 502) -> dict[str, object
     span = max(per_second) - min(per_second) + 1 if per_second else 0
     truth: dict[str, object] = {
         "generator": VERSION, "mode": mode, "seed": seed, "lines": written, "bytes": size,
-        "incident_lines": sum(sum(v.values()) for v in counts.values()),
+        "incident_lines": sum(sum(v.values()) for v in shapes.values()),
         "decoy_lines": decoys, "long_lines": long_lines,
         "log_seconds": span,
         "lines_per_log_second": {"mean": round(written / span, 1) if span else 0,
                                  "max": max(per_second.values(), default=0)},
         "counts": {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
+        "shapes": {k: dict(sorted(v.items())) for k, v in sorted(shapes.items())},
     }
     Path(f"{path}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return truth

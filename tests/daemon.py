@@ -27,9 +27,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gw502d.classify.catalog import load_catalog
+from gw502d.classify.matcher import Classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog()
+CLASSIFIER = Classifier(CATALOG)
 Key = tuple[str, str]
 # One log per family, and one without a family: the werkzeug lines go there, so the
 # all-families classifier is exercised too.
@@ -42,26 +44,62 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def example_lines(family: str) -> tuple[list[str], Counter[Key], Counter[Key]]:
+def example_lines(family: str, ends: _Consequences | None = None,
+                  ) -> tuple[list[str], Counter[Key], Counter[Key]]:
     """(lines, expected incident counts, expected companion counts) for one family.
 
     Only examples a server wrote or its source shows; benign ones are mixed in and must
-    count nowhere.
+    count nowhere. *ends* carries what the lines fed before left to end (one per log).
     """
     lines: list[str] = []
     incidents: Counter[Key] = Counter()
     companions: Counter[Key] = Counter()
     fam = next(f for f in CATALOG.families if f.name == family)
+    ends = ends if ends is not None else _Consequences()
     for entry in fam.incidents:
         for ex in entry.examples:
             if not ex.origin.startswith(("real:", "source:")):
                 continue
             lines.append(ex.line)
-            if ex.incident is not None:
-                counts = companions if entry.companion and ex.incident == entry.id else incidents
-                counts[(ex.incident, family)] += 1
+            if ex.incident is None:
+                continue
+            key = (ex.incident, family)
+            target = ends.of(entry, ex.line)
+            if target is not None:  # the end of an event counted before: its companion
+                companions[target] += 1
+            elif entry.companion and ex.incident == entry.id:
+                companions[key] += 1
+            else:
+                incidents[key] += 1
+                ends.saw(entry, ex.line)
     lines += [ex.line for ex in fam.benign if ex.origin.startswith(("real:", "source:"))]
     return lines, incidents, companions
+
+
+class _Consequences:
+    """The catalog's ``consequence_of`` rule, replayed over example lines in feed order: a
+    line that follows an incident it names, with the same facts, ends that incident (one
+    line per event)."""
+
+    def __init__(self) -> None:
+        self._waiting: Counter[tuple[Key, tuple[Any, ...]]] = Counter()
+
+    def saw(self, entry: Any, line: str) -> None:
+        facts = CLASSIFIER.classify(line.encode()).facts  # type: ignore[union-attr]
+        for other in CATALOG.incidents:
+            for c in other.consequence_of:
+                if (c.incident, other.source) == entry.key:
+                    self._waiting[(entry.key, tuple(facts.get(n) for n in c.same))] += 1
+                    return
+
+    def of(self, entry: Any, line: str) -> Key | None:
+        facts = CLASSIFIER.classify(line.encode()).facts  # type: ignore[union-attr]
+        for c in entry.consequence_of:
+            waiting = ((c.incident, entry.source), tuple(facts.get(n) for n in c.same))
+            if self._waiting[waiting] > 0:
+                self._waiting[waiting] -= 1
+                return waiting[0]
+        return None
 
 
 def config_text(logs: dict[str, Path], **settings: Any) -> str:
@@ -220,17 +258,22 @@ def log_paths(tmp_path: Path, names: tuple[str, ...] = tuple(LOGS)) -> dict[str,
     return paths
 
 
+# What each fed log has left to end: a daemon's tally remembers it from block to block
+# (and through its snapshot), so the expected counts of later feeds depend on it.
+_ENDS: dict[Path, _Consequences] = {}
+
+
 def feed_examples(logs: dict[str, Path], times: int = 1) -> tuple[Counter[Key], Counter[Key]]:
     """Append every family's example lines *times* times; the expected counts."""
     want: Counter[Key] = Counter()
     want_companions: Counter[Key] = Counter()
     for name, path in logs.items():
-        lines, expected, companions = example_lines(name)
-        append(path, lines * times)
-        for key, n in expected.items():
-            want[key] += n * times
-        for key, n in companions.items():
-            want_companions[key] += n * times
+        ends = _ENDS.setdefault(path, _Consequences())
+        for _ in range(times):
+            lines, expected, companions = example_lines(name, ends)
+            append(path, lines)
+            want.update(expected)
+            want_companions.update(companions)
     return want, want_companions
 
 

@@ -70,7 +70,9 @@ def test_mtail_program_counts_what_the_generator_wrote(
         for point in family.get("LabelValues", []):
             incident, source = point["Labels"]
             counts.setdefault(incident, {})[source] = int(point["Value"]["Value"])
-    assert nonzero(counts) == truth["counts"]
+    # a stateless counter counts every line of an incident's shape, the ends of events
+    # counted already too (gw502d counts those as companions)
+    assert nonzero(counts) == truth["shapes"]
 
 
 def test_the_stream_is_deterministic_and_a_longer_file_extends_a_shorter_one(

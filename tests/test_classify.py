@@ -168,3 +168,26 @@ def test_garbage_around_an_incident_message_never_crashes(junk, poison):
 def test_very_long_line_is_classified_on_its_head():
     line = NGX + MESSAGES[0] + b', client: 1.2.3.4, server: x, request: "GET /' + b"a" * (10 << 20)
     assert incident(line) == "upstream_header_too_big"
+
+
+HARAKIRI_77 = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 1) ***"
+DIED_77 = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
+
+
+def test_a_death_after_its_harakiri_is_one_event_in_line_order():
+    """One harakiri, one count: the worker's death that follows (same pid) is its
+    companion; a death with no harakiri before it is an incident of its own."""
+    tally = tally_of(DIED_77, HARAKIRI_77, DIED_77, HARAKIRI_77, DIED_77, DIED_77)
+    assert tally.counted("worker_harakiri", "uwsgi") == 2
+    assert tally.counted("worker_died", "uwsgi") == 2  # the first and the last
+    assert tally.companions[tally.companion_keys.index(("worker_harakiri", "uwsgi"))] == 2
+
+
+def test_an_event_waiting_for_its_end_survives_a_block_and_a_restart():
+    first = tally_of(HARAKIRI_77)
+    saved = first.pending_ends()
+    assert saved == {"worker_harakiri": {"uwsgi": [[1, "77"]]}}
+    later = Tally(CLASSIFIER)
+    later.restore_pending_ends(saved)
+    later.count(Block("app", None, [DIED_77], 0.0))
+    assert later.counted("worker_died", "uwsgi") == 0

@@ -12,7 +12,7 @@ the end of a scan); nothing here locks or logs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from operator import attrgetter
@@ -26,6 +26,8 @@ from gw502d.classify.matcher import Classifier, RawKey, Slot
 # Distinct evidence values kept per incident; beyond it they are merged, so a flood of
 # lines with attacker-chosen values cannot grow memory.
 EVIDENCE_CAP = 256
+# Recent events a consequence line may still follow (a harakiri's worker pid), per incident
+RECENT_CAP = 256
 OTHER: RawKey = (b"\x00other",)
 
 _SLOT = attrgetter("lastindex")
@@ -61,9 +63,18 @@ class Tally:
 
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
+        incidents = classifier.catalog.incidents
         self.keys: list[Key] = list(classifier.catalog.keys)
+        # companion lines, and consequence lines (a death after its harakiri), are counted
+        # apart, under the incident they accompany
+        targets = {(c.incident, i.source): c.same for i in incidents for c in i.consequence_of}
         self.companion_keys: list[Key] = list(dict.fromkeys(
-            i.key for i in classifier.catalog.incidents if i.companion))
+            [i.key for i in incidents if i.companion] + list(targets)))
+        # events waiting for the line that ends them: values of the ``same`` facts -> count
+        self._recent: dict[Key, dict[tuple[Any, ...], int]] = {key: {} for key in targets}
+        self._linked = {group: _Link(slot, targets)
+                        for group, slot in classifier.slots.items()
+                        if slot.incident.consequence_of or slot.incident.key in targets}
         n = len(self.keys)
         self.counts = [0] * n
         self.companions = [0] * len(self.companion_keys)
@@ -134,10 +145,68 @@ class Tally:
         self._block, self._new, self._now = matches, {}, block.time
         runs = {group: list(same) for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
         latest = list(map(_SLOT, reversed(matches)))
+        if not self._linked.keys().isdisjoint(runs):
+            self._link(matches, runs)
         handlers = self._handlers
         for group in sorted(runs, key=latest.index, reverse=True):
-            handlers[group](runs[group])
+            if runs[group]:
+                handlers[group](runs[group])
         block.runs, self._runs = self._runs, []
+
+    def pending_ends(self) -> dict[str, dict[str, list[list[str]]]]:
+        """The events still waiting for their end (saved with the counters, so a restart
+        that reads lines again counts them as the first read did)."""
+        return nest({key: [[n, *(v.decode("latin-1") for v in values)]
+                           for values, n in recent.items()]
+                     for key, recent in self._recent.items() if recent})
+
+    def restore_pending_ends(self, saved: Mapping[str, Any]) -> None:
+        """Take up :meth:`pending_ends` of a snapshot (anything malformed is skipped)."""
+        for key, recent in self._recent.items():
+            entries = saved.get(key[0], {}).get(key[1], []) if isinstance(saved, dict) else []
+            for entry in entries if isinstance(entries, list) else []:
+                if (isinstance(entry, list) and entry and isinstance(entry[0], int)
+                        and entry[0] > 0 and all(isinstance(v, str) for v in entry[1:])):
+                    recent[tuple(v.encode("latin-1", "replace") for v in entry[1:])] = entry[0]
+
+    def _link(self, matches: list[Match], runs: dict[int, list[Match]]) -> None:
+        """Consequence lines in line order: a line that ends an event counted before (a
+        death after its harakiri, told by the worker pid) is that event's companion, not an
+        incident; the events that may be ended are remembered. Only blocks that hold such
+        lines pay for the walk."""
+        values: dict[tuple[int, tuple[str, ...]], tuple[Any, ...]] = {}
+        for group, ms in runs.items():
+            link = self._linked.get(group)
+            if link is not None:
+                for names in link.names:
+                    for m, v in zip(ms, _values(link.slot, names, ms), strict=True):
+                        values[(id(m), names)] = v
+        ended: set[int] = set()
+        for m in matches:
+            link = self._linked.get(m.lastindex)  # type: ignore[arg-type]
+            if link is None:
+                continue
+            for target, same in link.follows:
+                recent = self._recent[target]
+                v = values[(id(m), same)]
+                if recent.get(v):
+                    recent[v] -= 1
+                    if not recent[v]:
+                        del recent[v]
+                    self.companions[self.companion_keys.index(target)] += 1
+                    ended.add(id(m))
+                    break
+            else:
+                if link.remember is not None:
+                    v = values[(id(m), link.remember)]
+                    recent = self._recent[link.slot.incident.key]
+                    if None not in v:
+                        recent[v] = recent.get(v, 0) + 1
+                        if len(recent) > RECENT_CAP:
+                            del recent[next(iter(recent))]
+        if ended:
+            for group in runs.keys() & self._linked.keys():
+                runs[group] = [m for m in runs[group] if id(m) not in ended]
 
     def counted(self, incident: str, source: str) -> int:
         """How many lines of (incident, source) were counted."""
@@ -155,18 +224,46 @@ class Tally:
         return nest(dict(zip(self.keys, self.counts, strict=True)))
 
 
+class _Link:
+    """How one slot takes part in consequences: the incidents its lines may end
+    (``follows``, with the facts that must be equal) and whether its own events may be
+    ended by a later line (``remember``: the facts to remember them by)."""
+
+    def __init__(self, slot: Slot, targets: Mapping[Key, tuple[str, ...]]) -> None:
+        self.slot = slot
+        source = slot.incident.source
+        self.follows = [((c.incident, source), c.same) for c in slot.incident.consequence_of]
+        self.remember = targets.get(slot.incident.key)
+        self.names = {same for _, same in self.follows} | (
+            {self.remember} if self.remember is not None else set())
+
+
+def _values(slot: Slot, names: tuple[str, ...], ms: list[Match]) -> list[tuple[Any, ...]]:
+    """The values of facts *names* in each hit: from the hot match when the classifier
+    captured them (the daemon's and the scan's do), else from the slot's full regex."""
+    captures, read = slot.extra_reader(names)
+    if len(captures) == len(names):
+        order = [next(i for i, (c, _) in enumerate(captures) if c == name) for name in names]
+        return [tuple(raw[i] for i in order) for raw in read(ms)]
+    facts = [slot.resolve(m.string).facts for m in ms]
+    return [tuple(str(f.get(name)).encode() for name in names) for f in facts]
+
+
 class Tallies:
     """One tally per log family the configuration names (and one for logs without a
     family), all of one catalog: their counts index alike (``catalog.keys``).
 
-    ``capture`` goes to each classifier (facts a later stage reads from the hits).
+    ``capture`` goes to each classifier (facts a later stage reads from the hits), with the
+    facts that tell a consequence line from an incident of its own.
     """
 
     def __init__(self, catalog: Catalog, families: Iterable[str | None] = (None,), *,
                  capture: Iterable[str] = ()) -> None:
         self.catalog = catalog
         self.keys = catalog.keys
-        self._capture = tuple(capture)
+        same = (name for i in catalog.incidents for c in i.consequence_of for name in c.same)
+        self._capture = tuple(dict.fromkeys([*capture, *same]))
+        self.pending: Mapping[str, Any] = {}  # saved pending ends, for tallies built later
         self.by_family: dict[str | None, Tally] = {}
         for family in families:
             self.for_family(family)
@@ -178,7 +275,19 @@ class Tallies:
             families = None if family is None else [family]
             tally = self.by_family[family] = Tally(
                 Classifier(self.catalog, families, capture=self._capture))
+            tally.restore_pending_ends(self.pending.get(family or "*", {}))
         return tally
+
+    def restore_pending_ends(self, pending: Mapping[str, Any]) -> None:
+        """Take up :meth:`pending_ends` (a snapshot's, or the tallies' a reload replaces)."""
+        self.pending = pending
+        for family, tally in self.by_family.items():
+            tally.restore_pending_ends(pending.get(family or "*", {}))
+
+    def pending_ends(self) -> dict[str, Any]:
+        """Each family's :meth:`Tally.pending_ends` (``*``: logs without a family)."""
+        return {family or "*": ends for family, tally in self.by_family.items()
+                if (ends := tally.pending_ends())}
 
     def count(self, block: Block) -> None:
         """The classify stage: count *block* with its family's tally."""

@@ -70,6 +70,7 @@ class Pipeline:
         self.lock = threading.Lock()
         self.totals = totals
         self.stages = self._build(catalog, specs, settings, None)
+        self.stages.tallies.restore_pending_ends(totals.pending_ends)
         self._route = self.stages.route
 
     def _build(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings,
@@ -99,6 +100,7 @@ class Pipeline:
         fresh = self._build(catalog, specs, settings, self.stages)  # compiling takes a while
         with self.lock:
             self.totals.carry(self.stages.tallies)
+            fresh.tallies.restore_pending_ends(self.totals.pending_ends)
             fresh.recent.resize(settings.incidents_buffer)
             fresh.events.redact = settings.redact
             self.stages, self._route = fresh, fresh.route

@@ -40,6 +40,7 @@ class Totals:
         # add to these dicts themselves, a reload hands them to the new ones
         self.root_causes: dict[Key, int] = {}
         self.unparsed: dict[str, int] = {}
+        self.pending_ends: dict[str, Any] = {}  # events waiting for their end, per family
 
     def sums(self, tallies: Tallies) -> tuple[dict[Key, int], dict[Key, int], dict[Key, float]]:
         """Counts, companion counts and last-seen times: base plus the live tallies."""
@@ -70,6 +71,7 @@ class Totals:
         self.facts = self.top_facts(tallies, incidents)
         self.incidents, self.companions = Counter(incidents), Counter(companions)
         self.last_seen = last_seen
+        self.pending_ends = tallies.pending_ends()
 
     def snapshot(self, tallies: Tallies, root_causes: RootCauses) -> dict[str, Any]:
         """The counters saved with the file offsets (the follower's ``snapshot_extra``)."""
@@ -81,6 +83,7 @@ class Totals:
             "facts": nest(self.top_facts(tallies, incidents)),
             "root_causes": nest(root_causes.counts),
             "unparsed": dict(self.unparsed),
+            "pending_ends": tallies.pending_ends(),
         }
 
     def restore(self, saved: Mapping[str, Any], catalog: Catalog) -> None:
@@ -103,6 +106,9 @@ class Totals:
         self.last_seen.update(entries("last_seen", float))
         self.facts.update(entries("facts", dict))
         self.root_causes.update(entries("root_causes", int))
+        pending = saved.get("pending_ends")
+        if isinstance(pending, dict):
+            self.pending_ends = pending
         unparsed = saved.get("unparsed")
         if isinstance(unparsed, dict):
             self.unparsed.update({k: v for k, v in unparsed.items()
