@@ -11,7 +11,7 @@ import structlog
 
 from gw502d.classify.matcher import Slot
 from gw502d.classify.tally import Key
-from gw502d.export.incidents import redact_facts
+from gw502d.export.redact import redact_facts
 from gw502d.remediate import remediation_for
 
 log = structlog.get_logger("gw502d.incident")
