@@ -93,7 +93,8 @@ class DaemonProcess:
     """One ``python -m gw502d run`` in a directory of its own, stopped by PID."""
 
     def __init__(self, workdir: Path, config: str, *, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, scheme: str = "http") -> None:
+                 env: dict[str, str] | None = None, scheme: str = "http",
+                 prefix: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.config_path = workdir / "gw502d.toml"
         self.config_path.write_text(config)
@@ -102,6 +103,7 @@ class DaemonProcess:
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.scheme = scheme
+        self.prefix = prefix  # a command that execs the daemon (cgroups, rlimits)
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = workdir / "daemon.out"
         self.runs = 0
@@ -114,8 +116,9 @@ class DaemonProcess:
         self.runs += 1
         with self.output.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gw502d", "run", "--config", str(self.config_path),
-                 "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
+                [*self.prefix, sys.executable, "-m", "gw502d", "run",
+                 "--config", str(self.config_path), "--listen", f"127.0.0.1:{self.port}",
+                 "--state-dir", str(self.state_dir),
                  *self.args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
         if wait:
