@@ -124,8 +124,8 @@ class RecentIncidents:
         (the anchor) numbers all the others. When the anchor has been dropped, every line
         now held is newer than it and numbering goes on after it.
         """
-        seen = self.copy()
-        with self._lock:
+        with self._lock:  # a copy older than the anchor would number backwards
+            seen = self.copy()
             first = self._anchor_id + 1
             for index in range(len(seen) - 1, -1, -1):
                 if seen[index] is self._anchor:
