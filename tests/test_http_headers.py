@@ -27,6 +27,7 @@ from test_daemon_e2e import DaemonProcess, config_text, log_paths
 from gw502d.classify.catalog import load_catalog
 from gw502d.daemon.counters import Counters
 from gw502d.export.collector import Scrape, build_registry
+from gw502d.export.hosts import HostPolicy, host_name, machine_names
 from gw502d.export.http import Exporter, Site
 from gw502d.export.listen import Listen
 
@@ -175,3 +176,21 @@ def test_a_browser_enforces_the_policy_and_the_pages_follow_it(
         dom, log = _chromium(f"http://127.0.0.1:{daemon.port}{path}", tmp_path / f"p{n}")
         assert "<table>" in dom, (path, dom[:500])
         assert "Content Security Policy" not in log, (path, log[-2000:])
+
+
+def test_machine_names_come_from_local_configuration(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.1.1 web-1.example.internal web-1  # me\n"
+                     "# 10.0.0.9 commented.example\n")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.2\nsearch prod.example.net. corp.example\n")
+    names = machine_names(hosts, resolv)
+    short = socket.gethostname().lower().partition(".")[0]
+    assert {"localhost", "web-1.example.internal", "web-1", f"{short}.prod.example.net",
+            f"{short}.corp.example"} <= names
+    assert "commented.example" not in names and "me" not in names
+    assert machine_names(tmp_path / "none", tmp_path / "none") >= {short}
+    policy = HostPolicy(names=names)
+    assert policy.allows("WEB-1.example.internal:9502") and policy.allows("[fe80::1%eth0]")
+    assert not policy.allows("web-1.example.internal.evil.example")
+    assert host_name("[::1]:95x") is None and host_name("a:b") is None

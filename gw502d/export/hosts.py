@@ -5,9 +5,11 @@ attacker.example to 127.0.0.1 and read ``http://attacker.example:9502/incidents`
 own origin. The browser still sends ``Host: attacker.example:9502``, and that is what is
 checked. Allowed without configuration: IP literals (rebinding needs a DNS name),
 ``localhost`` and ``*.localhost`` (browsers resolve those themselves), and this machine's
-names (its hostname, short and long, and the names in /etc/hosts, which only the admin
-writes). ``allowed_hosts`` adds names (``"metrics.example.net"``), domains with their
-subdomains (``".example.net"``), or ``"*"`` to turn the check off.
+names as its own configuration gives them, without asking DNS: its hostname, short and
+long, the hostname in each ``search``/``domain`` of /etc/resolv.conf, and the names in
+/etc/hosts (only the admin or DHCP writes those). ``allowed_hosts`` adds names
+(``"metrics.example.net"``), domains with their subdomains (``".example.net"``), or ``"*"``
+to turn the check off.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 ANY = "*"
 _HOSTS_FILE = Path("/etc/hosts")
-_HOSTS_FILE_MAX = 1 << 20
+_RESOLV_CONF = Path("/etc/resolv.conf")
+_FILE_MAX = 1 << 20
 _NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
 
 
@@ -29,17 +32,28 @@ def valid_pattern(pattern: str) -> bool:
     return pattern == ANY or _NAME.fullmatch(pattern.lower().removeprefix(".")) is not None
 
 
-def machine_names(hosts_file: Path = _HOSTS_FILE) -> frozenset[str]:
-    """This machine's names: its hostname (long and short) and the names in /etc/hosts."""
-    hostname = socket.gethostname().lower()
-    names = {hostname, hostname.partition(".")[0]}
+def _read(path: Path) -> list[list[str]]:
+    """The words of each line of a config file, comments left out ([] if unreadable)."""
     try:
-        with hosts_file.open("rb") as f:
-            text = f.read(_HOSTS_FILE_MAX).decode("utf-8", "replace")
+        with path.open("rb") as f:
+            text = f.read(_FILE_MAX).decode("utf-8", "replace")
     except OSError:
-        text = ""
-    for line in text.splitlines():
-        names.update(n.lower().rstrip(".") for n in line.partition("#")[0].split()[1:])
+        return []
+    return [line.partition("#")[0].lower().split() for line in text.splitlines()]
+
+
+def machine_names(hosts_file: Path = _HOSTS_FILE,
+                  resolv_conf: Path = _RESOLV_CONF) -> frozenset[str]:
+    """This machine's names: its hostname (short, long, in each search domain) and the
+    names in /etc/hosts."""
+    hostname = socket.gethostname().lower()
+    short = hostname.partition(".")[0]
+    names = {hostname, short}
+    for words in _read(resolv_conf):
+        if words and words[0] in ("search", "domain"):
+            names.update(f"{short}.{d.strip('.')}" for d in words[1:])
+    for words in _read(hosts_file):
+        names.update(w.rstrip(".") for w in words[1:])
     return frozenset(n for n in names if n)
 
 

@@ -246,7 +246,11 @@ class _Connection(asyncio.Protocol):
         if self._state == self.CLOSED:
             self._release()
             return
-        self._write(self._tls.send(data) if self._tls is not None else data)
+        try:
+            self._write(self._tls.send(data) if self._tls is not None else data)
+        except ssl.SSLError:  # the peer ended TLS meanwhile
+            self.abort()
+            return
         if not keep:
             self.close()
         if self._paused:
@@ -406,18 +410,25 @@ class Exporter:
     def stop(self) -> None:
         """Stop accepting, close every connection, end the thread."""
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._shutdown)
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         if not self._loop.is_running():
             self._loop.close()
         self._socket.close()
         self._responder.close()
 
-    def _shutdown(self) -> None:
+    async def _shutdown(self) -> None:
+        """Close the listener and the connections; end what was answering them."""
         if self._listener is not None:
             self._listener.close()
         self._server.abort_all()
-        self._loop.stop()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ them answers only a Host that names this machine (:mod:`gw502d.export.hosts`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -124,7 +124,9 @@ class Responder:
             log.exception("request failed", path=request.path)
             return text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
 
-    async def _authorize(self, users: Any, request: Request, client: str) -> Response | None:
+    async def _authorize(self, users: Mapping[str, bytes], request: Request,
+                         client: str) -> Response | None:
+        """None if the request may go on, else the answer that refuses it."""
         verdict = self.auth.decide(users, request.headers.get("authorization"), client)
         if verdict.check is not None:
             try:
