@@ -11,11 +11,13 @@ small limits, so no test waits for the production timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,19 +147,27 @@ def test_client_failures_are_quiet(tmp_path: Path, tls_files: tuple[Path, Path])
 # --- the bounds, on an in-process server with small limits ----------------------------
 
 
-@pytest.fixture
-def small() -> Any:
+@contextlib.contextmanager
+def serving(limits: Limits) -> Iterator[Exporter]:
+    """An in-process exporter whose ``/`` is 16 MiB (more than the kernel buffers)."""
     counters = Counters(CATALOG, [], incidents_buffer=10, redact=True)
     site = Site(build_registry(lambda: Scrape(counters.numbers(), {}, True, 1.0)),
                 health=lambda: None, incidents=lambda query: [],
                 page=lambda nonce: "<html>" + "x" * (16 << 20), web=None,
                 hosts=HostPolicy(names=()))
-    exporter = Exporter(Listen("127.0.0.1", 0), site,
-                        Limits(connections=20, head_timeout=0.6, idle_timeout=1.0,
-                               write_timeout=1.0))
+    exporter = Exporter(Listen("127.0.0.1", 0), site, limits)
     exporter.start()
-    yield exporter
-    exporter.stop()
+    try:
+        yield exporter
+    finally:
+        exporter.stop()
+
+
+@pytest.fixture
+def small() -> Iterator[Exporter]:
+    with serving(Limits(connections=20, head_timeout=0.6, idle_timeout=1.0,
+                        write_timeout=1.0)) as exporter:
+        yield exporter
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -178,7 +188,8 @@ def test_a_head_that_never_ends_is_dropped(small: Exporter) -> None:
         partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         for _ in range(3):  # trickling does not extend the deadline
             time.sleep(0.2)
-            partial.sendall(b"X-More: 1\r\n")
+            with contextlib.suppress(OSError):  # closed already on a slow machine
+                partial.sendall(b"X-More: 1\r\n")
         assert _closed_within(partial, 2.0)
         assert _closed_within(silent, 2.0)
 
@@ -196,20 +207,18 @@ def test_idle_and_unread_connections_are_dropped(small: Exporter) -> None:
         assert _closed_within(deaf, 5.0)
 
 
-def test_new_connections_push_out_the_oldest_unfinished_one(small: Exporter) -> None:
-    port = small.port
-    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
-    try:
+def test_new_connections_push_out_the_oldest_unfinished_one() -> None:
+    with serving(Limits(connections=20)) as exporter, contextlib.ExitStack() as stack:
+        port = exporter.port
+        slow = [stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+                for _ in range(20)]
         for s in slow:
             s.sendall(b"GET /metrics HTTP/1.1\r\n")
         time.sleep(0.2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             assert r.status == 200
-        assert _closed_within(slow[0], 0.5)  # the oldest made room
+        assert _closed_within(slow[0], 2.0)  # the oldest made room
         assert not _closed_within(slow[-1], 0.1)
-    finally:
-        for s in slow:
-            s.close()
 
 
 def test_oversized_heads_and_bodies_are_refused(small: Exporter) -> None:
