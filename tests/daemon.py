@@ -130,7 +130,8 @@ class DaemonProcess:
 
     def __init__(self, workdir: Path, config: str, *, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, scheme: str = "http",
-                 command: Sequence[str] = (sys.executable, "-m", "gw502d")) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "gw502d"),
+                 prefix: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.config_path = workdir / "gw502d.toml"
         self.config_path.write_text(config)
@@ -138,6 +139,7 @@ class DaemonProcess:
         self.port = free_port()
         self.args = args
         self.command = tuple(command)
+        self.prefix = prefix  # a command that execs the daemon (cgroups, rlimits)
         self.env = {**os.environ, **(env or {})}
         self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
@@ -152,7 +154,7 @@ class DaemonProcess:
         self.runs += 1
         with self.output.open("ab") as out:
             self.proc = subprocess.Popen(
-                [*self.command, "run", "--config", str(self.config_path),
+                [*self.prefix, *self.command, "run", "--config", str(self.config_path),
                  "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
                  *self.args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)

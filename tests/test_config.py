@@ -50,7 +50,11 @@ def write(tmp_path: Path, text: str, name: str = "gw502d.toml") -> Path:
     ('redact = "yes"\n' + LOG, "redact: must be true or false, got 'yes'"),
     ('pattern_dirs = "/etc/gw502d/patterns.d"\n' + LOG, "pattern_dirs: must be an array"),
     ('state_dir = ""\n' + LOG, "state_dir: must not be empty"),
-    ('lisen = ":9502"\n' + LOG, "lisen: unknown key (known: correlation_window_seconds, "),
+    ('lisen = ":9502"\n' + LOG, "lisen: unknown key (known: allowed_hosts, "
+                                "correlation_window_seconds, "),
+    ('allowed_hosts = "x"\n' + LOG, "allowed_hosts: must be an array of host names"),
+    ('allowed_hosts = ["a b"]\n' + LOG, "allowed_hosts: 'a b' is not a host name"),
+    ('allowed_hosts = [3]\n' + LOG, "allowed_hosts: 3 is not a host name"),
     ("log = []\n", "log: must be one or more [[log]] tables"),
     ('[[log]]\nfamily = "nginx"\n', "log[1].path: missing"),
     (LOG + 'pth = "/x"\n', "log[1].pth: unknown key (known: family, name, path)"),

@@ -114,6 +114,7 @@ CONFIG_KEYS = frozenset(
         "web_config",
         "incidents_buffer",
         "redact",
+        "allowed_hosts",
         "log",
     }
 )

@@ -7,10 +7,8 @@ is made by ``openssl`` for each run.
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -78,20 +76,6 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the HTTP server --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is not installed: apt-get install openssl")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "tls.crt", d / "tls.key"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 def serve(tmp_path: Path, web_yaml: str | None) -> tuple[Exporter, Pipeline]:
     c = Pipeline(CATALOG, [NGINX], Settings(incidents_buffer=10, redact=True, window=5.0),
                  Totals())
@@ -104,8 +88,8 @@ def serve(tmp_path: Path, web_yaml: str | None) -> tuple[Exporter, Pipeline]:
     def scrape() -> Scrape:
         return Scrape(c.numbers(), {"nginx": LogStats(lines=3, size=10, offset=4)}, True, 1.0)
 
-    site = Site(build_registry(scrape), health=lambda: None, incidents=lambda: [],
-                page=lambda: "<html></html>", web=web)
+    site = Site(build_registry(scrape), health=lambda: None, incidents=lambda query: [],
+                page=lambda nonce: "<html></html>", web=web)
     exporter = Exporter(Listen("127.0.0.1", 0), site)
     exporter.start()
     return exporter, c

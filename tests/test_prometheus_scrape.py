@@ -56,11 +56,12 @@ def test_promtool_check_metrics_is_silent(tmp_path: Path) -> None:
 class Prometheus:
     """A Prometheus server scraping one target every second."""
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, target: str, *, scrape_timeout: str = "1s") -> None:
         self.port = free_port()
         config = workdir / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"global:\n  scrape_interval: 1s\n  scrape_timeout: {scrape_timeout}\n"
+            "  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: gw502d\n"
             f"    static_configs:\n      - targets: ['{target}']\n")
         self.output = (workdir / "prometheus.out").open("wb")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from gw502d.errors import ConfigError
+from gw502d.export.hosts import valid_pattern
 from gw502d.export.listen import Listen, parse_listen
 from gw502d.remediate.correlate import DEFAULT_WINDOW
 from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
@@ -35,7 +36,7 @@ INCIDENTS_BUFFER_RANGE = (0, 10_000)
 CORRELATION_WINDOW_RANGE = (0, 3600)
 KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
                   "correlation_window_seconds", "start_at", "web_config", "incidents_buffer",
-                  "redact", "log"})
+                  "redact", "allowed_hosts", "log"})
 LOG_KEYS = frozenset({"path", "family", "name"})
 
 
@@ -62,6 +63,7 @@ class Config:
     web_config: Path | None = None
     incidents_buffer: int = 200
     redact: bool = True
+    allowed_hosts: tuple[str, ...] = ()
     source: str = "built-in defaults"
 
 
@@ -160,6 +162,10 @@ def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
     max_line = r.number("max_line_bytes", int, MAX_LINE_RANGE, "a number of bytes")
     buffer = r.number("incidents_buffer", int, INCIDENTS_BUFFER_RANGE, "a number of incidents")
     redact = r.get("redact", bool, "true or false")
+    hosts = r.get("allowed_hosts", list, "an array of host names") or []
+    bad = [h for h in hosts if not isinstance(h, str) or not valid_pattern(h)]
+    if bad:
+        raise r.error("allowed_hosts", f"{bad[0]!r} is not a host name, \".domain\" or \"*\"")
     return Config(
         logs=_logs(data["log"], r) if "log" in data else DEFAULT_LOGS,
         listen=address,
@@ -171,6 +177,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
         web_config=r.path("web_config"),
         incidents_buffer=_or(buffer, Config.incidents_buffer),
         redact=_or(redact, Config.redact),
+        allowed_hosts=tuple(hosts),
         source=source,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from types import FrameType
 
@@ -29,8 +30,9 @@ from gw502d.daemon.pipeline import Pipeline, Settings
 from gw502d.daemon.totals import Totals
 from gw502d.errors import ConfigError
 from gw502d.export.collector import Scrape, build_registry, followed
+from gw502d.export.hosts import HostPolicy
 from gw502d.export.http import Exporter, Site
-from gw502d.export.incidents import describe
+from gw502d.export.incidents import Entry, IncidentQuery
 from gw502d.export.page import render_page
 from gw502d.export.webconfig import WebConfig, load_web_config
 from gw502d.source.follower import Follower
@@ -54,15 +56,18 @@ class Loaded:
     web: WebConfig | None
 
 
-def load(overrides: Overrides) -> Loaded:
-    """Config file, flags, pattern dirs and web config; ConfigError names what is wrong."""
+def load(overrides: Overrides, previous_web: WebConfig | None = None) -> Loaded:
+    """Config file, flags, pattern dirs and web config; ConfigError names what is wrong.
+
+    *previous_web*: the running web config, on a reload (it may not lose TLS or users
+    without saying so)."""
     config = load_config(overrides)
     try:
         catalog = load_catalog(config.pattern_dirs)
     except CatalogError as exc:
         raise ConfigError("pattern_dirs", str(exc), config.source) from exc
     check_families(config, [f.name for f in catalog.families])
-    web = load_web_config(config.web_config) if config.web_config is not None else None
+    web = load_web_config(config.web_config, previous_web)
     return Loaded(config, catalog, web)
 
 
@@ -93,7 +98,8 @@ class Daemon:
         totals.restore(self.follower.restored_extra, loaded.catalog)
         self.pipeline = Pipeline(loaded.catalog, config.logs, _settings(config), totals)
         self.site = Site(build_registry(self._scrape), health=self._health,
-                         incidents=self._incidents, page=self._page, web=loaded.web)
+                         incidents=self._incidents, page=self._page, web=loaded.web,
+                         hosts=HostPolicy(config.allowed_hosts))
 
     # -- what the follower calls (its thread) ---------------------------------------------
 
@@ -125,13 +131,11 @@ class Daemon:
             return f"no configured log is being followed (missing or unreadable: {paths})"
         return None
 
-    def _incidents(self) -> list[dict[str, object]]:
-        redact = self._loaded.config.redact
-        newest_first = reversed(self.pipeline.stages.recent.copy())
-        return [d for seen in newest_first if (d := describe(seen, redact=redact)) is not None]
+    def _incidents(self, query: IncidentQuery) -> Iterator[Entry]:
+        return self.pipeline.stages.recent.select(query, redact=self._loaded.config.redact)
 
-    def _page(self) -> str:
-        return render_page(self.pipeline.stages.catalog, self.pipeline.numbers())
+    def _page(self, nonce: str) -> str:
+        return render_page(self.pipeline.stages.catalog, self.pipeline.numbers(), nonce)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -205,7 +209,7 @@ class Daemon:
         self._notifier.reloading()
         old = self._loaded.config
         try:
-            loaded = load(self._overrides)
+            loaded = load(self._overrides, self._loaded.web)
         except Exception as exc:  # any failure is a failed reload, never a dead main loop
             self._reload_ok = False
             error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
@@ -223,6 +227,7 @@ class Daemon:
         self.pipeline.reload(loaded.catalog, config.logs, _settings(config))
         self.follower.set_specs(config.logs)
         self.site.web = loaded.web
+        self.site.hosts = HostPolicy(config.allowed_hosts)
         self._loaded = loaded
         self._reload_ok = True
         self._reload_time = time.time()

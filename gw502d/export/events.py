@@ -12,7 +12,8 @@ import structlog
 from gw502d.classify.block import Block
 from gw502d.classify.keys import Key
 from gw502d.classify.matcher import Slot
-from gw502d.export.incidents import LINE_CAP, redact_facts
+from gw502d.export.incidents import LINE_CAP
+from gw502d.export.redact import redact_facts
 from gw502d.remediate.advice import remediation_for
 
 log = structlog.get_logger("gw502d.incident")

@@ -24,8 +24,10 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render_page(catalog: Catalog, numbers: Numbers) -> str:
-    """The page: incidents seen first (most frequent on top), then the rest of the catalog."""
+def render_page(catalog: Catalog, numbers: Numbers, nonce: str) -> str:
+    """The page: incidents seen first (most frequent on top), then the rest of the catalog.
+
+    Its style carries *nonce*, the response's Content-Security-Policy nonce."""
     keys = sorted(catalog.keys, key=lambda k: -numbers.incidents.get(k, 0))
     rows = []
     for key in keys:
@@ -41,7 +43,7 @@ def render_page(catalog: Catalog, numbers: Numbers) -> str:
                                               "last seen", "what it is", "remediation"))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>gw502d</title><style>{_STYLE}</style></head><body>"
+        f"<title>gw502d</title><style nonce=\"{escape(nonce)}\">{_STYLE}</style></head><body>"
         f"<h1>gw502d {escape(__version__)}</h1>"
         "<p><a href=\"/metrics\">/metrics</a> · <a href=\"/incidents\">/incidents</a> · "
         "<a href=\"/healthz\">/healthz</a></p>"
