@@ -22,9 +22,10 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from gw502d.daemon.counters import Counters
 
 from gw502d.classify.catalog import load_catalog
+from gw502d.daemon.pipeline import Pipeline, Settings
+from gw502d.daemon.totals import Totals
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.hosts import HostPolicy, host_name, machine_names
 from gw502d.export.http import Exporter, Site
@@ -162,7 +163,7 @@ def _chromium(url: str, profile: Path) -> tuple[str, str]:
 def test_a_browser_enforces_the_policy_and_the_pages_follow_it(
         tmp_path: Path, daemon: DaemonProcess) -> None:
     # The control: a page whose style has no nonce is blocked, and chromium says so.
-    counters = Counters(load_catalog(), [], incidents_buffer=1, redact=True)
+    counters = Pipeline(load_catalog(), [], Settings(1, True, 5.0), Totals())
     site = Site(build_registry(lambda: Scrape(counters.numbers(), {}, True, 1.0)),
                 health=lambda: None, incidents=lambda query: [],
                 page=lambda nonce: "<!DOCTYPE html><html><head><style>p{color:red}</style>"
