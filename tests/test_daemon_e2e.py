@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gw502d.export.metric_names import METRIC_NAMES
+from gw502d.remediate.correlate import ROOT_CAUSE_PAIRS
 from tests.daemon import (
     CATALOG,
     LOGS,
@@ -72,7 +73,7 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     causes = series(samples, "gw502d_root_causes_total")
     # every (symptom, cause) series exists; the example lines, written within seconds of
     # each other, pair a few nginx symptoms with uWSGI/gunicorn causes
-    assert len(causes) == 21 and all(v >= 0 for v in causes.values())
+    assert len(causes) == len(ROOT_CAUSE_PAIRS) and all(v >= 0 for v in causes.values())
     per_log = series(samples, "gw502d_log_lines_total")
     assert {dict(k)["log"] for k in per_log} == set(LOGS)
     for name, path in logs.items():
