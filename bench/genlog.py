@@ -20,8 +20,8 @@ Modes:
 - ``mixed``: a busy site's error logs, one file: ~10 % incident lines among nginx 404s and
   notices, uWSGI request lines (63 %), companions and decoys (0.05 % of lines: a benign
   404 whose referrer or URI, sent by the client, carries an incident message);
-- ``long``: mixed, with ~20 % of lines 4-16 KB (long URIs and referrers; a stress test:
-  nginx itself cuts a record at 2048 bytes);
+- ``long``: mixed, with ~20 % of lines 4-16 KB (long URIs in uWSGI's request lines;
+  nginx's records with long URIs and referrers are cut at 2047 bytes, as nginx does);
 - ``quiet``: mixed without incidents (benign lines and decoys): the cost of a line the
   catalog does not know;
 - ``storm``: a 502 storm as it is logged: every line an incident, bursts of 1,000-8,000
@@ -50,7 +50,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The version of the stream: part of the cached file names, bumped when lines change.
-VERSION = 3
+VERSION = 4
+NGX_MAX_ERROR_STR = 2048  # src/core/ngx_log.h
 MODES = ("mixed", "long", "quiet", "storm", "storm-spread")
 START = 1795143600  # 2026-11-20 03:00:00 UTC: a night
 
@@ -215,7 +216,7 @@ class Servers:
         line += f', host: "{host}"'
         if referrer is not None:
             line += f', referrer: "{referrer}"'
-        return line
+        return line[:NGX_MAX_ERROR_STR - 1]  # nginx cuts its records there
 
     def nginx_upstream(self) -> tuple[str, bool]:
         """An upstream address and whether nginx appends the URI (proxy_pass to gunicorn)."""

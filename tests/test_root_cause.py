@@ -28,6 +28,7 @@ from gw502d.parse.times import line_time
 from gw502d.remediate.correlate import CAUSES, ROOT_CAUSE_PAIRS, Correlator, pair_offline
 from gw502d.remediate.root_causes import RootCauses, Timeline
 from gw502d.source.spec import LogSpec
+from tests.samples import HARAKIRI, NGINX_CLOSE
 from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
 from tests.servers.provoke import (
     Capture,
@@ -173,10 +174,6 @@ def test_memory_is_bounded() -> None:
     assert set(c.backend) <= set(CAUSES)
 
 
-NGINX_CLOSE = (b'2024/05/02 10:00:01 [error] 9#9: *1 upstream prematurely closed connection while '
-               b'reading response header from upstream, client: 10.0.0.1, server: x, request: '
-               b'"GET /slow HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031", host: "x"')
-HARAKIRI = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 1) ***"
 
 
 def counted(lines: list[bytes], *stages: Callable[[Block], None], now: float = 0.0) -> Block:
