@@ -11,6 +11,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -146,6 +148,11 @@ def test_reload_keeps_counters_and_refuses_a_broken_config(
     d.wait_for(lambda: d.metrics()[reload_ok] == 0, "the failed reload")
     errors = [e for e in d.events() if e.get("event", "").startswith("reload failed")]
     assert "log[2].family" in errors[-1]["error"]
+    # every failed attempt is said at once (the operator is waiting for the answer)
+    d.send(signal.SIGHUP)
+    d.wait_for(lambda: len([e for e in d.events()
+                            if e.get("event", "").startswith("reload failed")]) == 2,
+               "the second failed reload's event")
     # The old configuration still runs and nothing was reset.
     more, _ = feed_examples({"nginx": logs["nginx"]})
     want += more
@@ -310,3 +317,38 @@ def test_cardinality_and_memory_stay_flat_under_attacker_chosen_values(
         text = dict(labels)["remediation"]
         assert not re.search(r"\b10\.\d+\.\d+\.\d+|example|/item/|/export/", text), text
     assert d.stop() == 0
+
+
+def test_health_says_when_the_daemon_cannot_do_its_job(tmp_path: Path,
+                                                      daemon_factory: Any) -> None:
+    """No configured log can be followed, or state cannot be saved: 503 with the reason,
+    and a metric says how many configured logs are followed."""
+    missing = tmp_path / "later.log"
+    d = daemon_factory(config_text({"nginx": missing}))
+    d.start(wait=False)
+    d.wait_for(lambda: d.get("/healthz")[0] == 503, "/healthz 503")
+    assert "no configured log is being followed" in d.get("/healthz")[1]
+    assert d.metrics()[("gw502d_logs_followed", frozenset())] == 0
+    missing.write_text("")
+    d.wait_for(lambda: d.get("/healthz")[0] == 200, "/healthz 200 once the log appears")
+    assert d.metrics()[("gw502d_logs_followed", frozenset())] == 1
+    assert d.stop() == 0
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory should be")
+    log = tmp_path / "app.log"
+    log.write_text("")
+    e = daemon_factory(config_text({"nginx": log}), args=("--state-dir", str(blocked)))
+    e.start(wait=False)
+    e.wait_for(lambda: "cannot save state" in e.get("/healthz")[1], "/healthz says why")
+    assert e.get("/healthz")[0] == 503
+    assert e.stop() == 0
+
+
+def test_a_path_with_a_nul_is_one_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('state_dir = "/var/lib/gw\\u0000x"\n[[log]]\npath = "/a.log"\n')
+    result = subprocess.run([sys.executable, "-m", "gw502d", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "state_dir" in result.stderr

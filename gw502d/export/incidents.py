@@ -52,6 +52,8 @@ class Seen:
     time: float
     log: str
     cause: str | None = None
+
+
 Entry = tuple[int, dict[str, Any]]  # (id, the /incidents entry)
 
 

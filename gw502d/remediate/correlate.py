@@ -333,22 +333,56 @@ def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pai
         lasting = CAUSES[cause].lasting
         causes.append((low - (0 if lasting else slack), high + (LASTING if lasting else slack),
                        _Waiting(high, event, n, cause)))
-    symptoms.sort(key=lambda s: s.time)
-    times = [s.time for s in symptoms]
+    by_incident: dict[str, list[_Waiting]] = {}
+    for s in symptoms:
+        by_incident.setdefault(s.event.incident, []).append(s)
+    times = {incident: [s.time for s in found] for incident, found in by_incident.items()}
     candidates: list[tuple[int, bool, float, int, _Waiting, _Waiting]] = []
     for low, high, waiting in causes:
         assert waiting.cause is not None
-        explains = CAUSES[waiting.cause].explains
-        reach = symptoms[bisect.bisect_left(times, low):bisect.bisect_right(times, high)]
         center = waiting.event.time
-        for s in [s for s in reach if _fits(s, waiting)][:_SCAN * 8]:
-            distance = abs(s.time - center) if center is not None else 0.0
-            candidates.append((explains.index(s.event.incident), center is None, distance,
-                               len(candidates), s, waiting))
+        for preference, incident in enumerate(CAUSES[waiting.cause].explains):
+            found = by_incident.get(incident, [])
+            at = times.get(incident, [])
+            span = (bisect.bisect_left(at, low), bisect.bisect_right(at, high))
+            for s in _nearest(found, at, waiting, span=span, center=center):
+                distance = abs(s.time - center) if center is not None else 0.0
+                candidates.append((preference, center is None, distance, len(candidates), s,
+                                   waiting))
     for *_, symptom, waiting in sorted(candidates, key=lambda c: c[:4]):
         if symptom.n and (waiting.n or CAUSES[waiting.cause or ""].lasting):
             pairing.found.append(pairing._pair(symptom, waiting))
     return pairing
+
+
+def _nearest(found: list[_Waiting], times: list[float], cause: _Waiting, *,
+             span: tuple[int, int], center: float | None) -> list[_Waiting]:
+    """Up to :data:`_SCAN` symptoms of ``found[start:end]`` that fit *cause*, the closest to
+    *center* first (from *start* on for an undated cause): in a storm a window holds
+    thousands, and the best pairs are near."""
+    start, end = span
+    if CAUSES[cause.cause or ""].lasting:
+        return [s for s in found[start:end] if _fits(s, cause)]
+    out: list[_Waiting] = []
+    if center is None:
+        for s in found[start:end]:
+            if _fits(s, cause):
+                out.append(s)
+                if len(out) == _SCAN:
+                    break
+        return out
+    right = bisect.bisect_left(times, center, start, end)
+    left = right - 1
+    while len(out) < _SCAN and (left >= start or right < end):
+        take_right = left < start or (right < end and
+                                      times[right] - center <= center - times[left])
+        if take_right:
+            s, right = found[right], right + 1
+        else:
+            s, left = found[left], left - 1
+        if _fits(s, cause):
+            out.append(s)
+    return out
 
 
 def _order(event: Event) -> tuple[bool, bool]:

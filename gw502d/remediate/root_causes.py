@@ -126,8 +126,9 @@ class _Spans:
         self._index: dict[int, int] | None = None
 
     def __call__(self, m: Match) -> Span | None:
-        if self._index is None:
-            self._index = {id(line): i for i, line in enumerate(self._lines)}
+        if self._index is None:  # built in C: a block has thousands of lines
+            self._index = dict(zip(map(id, self._lines), range(len(self._lines)),
+                                   strict=True))
         i = self._index.get(id(m.string))
         family = self._slots[m.lastindex].family.name  # type: ignore[index]
         if i is None:
