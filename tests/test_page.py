@@ -12,7 +12,7 @@ saved in the directory the test prints (``GW502D_SCREENSHOTS`` chooses it).
 from __future__ import annotations
 
 import os
-import threading
+import shutil
 import time
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -42,8 +42,14 @@ from gw502d.source.follower import LogStats
 from gw502d.source.spec import LogSpec
 from tests.browser import chrome, console, csp_violations, emulate, screenshot
 from tests.daemon import DaemonProcess, append, config_text, incidents, series
-from tests.servers.harness import HOST, Nginx, Uwsgi, free_port, make_workdir, wait_for_line
-from tests.servers.provoke import FakeUpstream, behave_close, http_request, pass_block
+from tests.servers.harness import HOST, Nginx, Uwsgi, free_port, make_workdir
+from tests.servers.provoke import (
+    FakeUpstream,
+    _parallel,
+    behave_close,
+    http_request,
+    pass_block,
+)
 
 CATALOG = load_catalog()
 NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")
@@ -259,14 +265,6 @@ def _artifacts(tmp_path: Path) -> Path:
     return where
 
 
-def _parallel(fn: Callable[[], object], n: int) -> None:
-    threads = [threading.Thread(target=fn, daemon=True) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-
-
 def _articles(driver: Any) -> list[dict[str, Any]]:
     """Each incident article on the page now, as the reader sees it."""
     return driver.execute_script("""
@@ -291,49 +289,66 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None
 def test_the_page_in_a_browser_on_real_failures(tmp_path: Path) -> None:
     shots = _artifacts(tmp_path)
     work = make_workdir()
-    uw = Uwsgi(work, {"harakiri": 1}, processes=3)
-    assert uw.port is not None
-    with FakeUpstream(behave_close) as closing:
-        second = free_port()
-        nginx = Nginx(work, pass_block("uwsgi", uw.port), http_block=(
-            f"    server {{ listen {HOST}:{second}; location / {{ "
-            f"proxy_pass http://{HOST}:{closing.port}; }} }}\n"))
-        gunicorn_log = tmp_path / "gunicorn.log"
-        gunicorn_log.touch()
-        logs = {"nginx": nginx.log_path, "uwsgi": uw.log_path, "gunicorn": gunicorn_log,
-                "missing": tmp_path / "absent" / "app.log"}
-        with uw, nginx, DaemonProcess(tmp_path, config_text(logs, start_at="beginning")) as d:
-            d.start()
-            # uWSGI's harakiri kills three workers mid-request: nginx says "premature close"
-            _parallel(lambda: http_request(nginx.port, "/sleep?s=3"), 3)
-            for _ in range(2):
-                http_request(nginx.port, "/big-header?n=8192")
-            wait_for_line(nginx.log_path, "too big header", 5)
-            d.wait_for(lambda: series(d.metrics(), "gw502d_root_causes_total").get(frozenset(
-                {("incident", "upstream_premature_close"), ("cause", "worker_harakiri")})) == 3,
-                "three closes paired with their harakiri")
-            # ... and an upstream that closes on its own, which no backend explains
-            http_request(second, "/")
-            append(gunicorn_log, real("address_in_use", "gunicorn", "Can't connect")[:2]
-                   + real("client_disconnect", "gunicorn"))
-            d.wait_for(lambda: incidents(d.metrics())[("upstream_premature_close", "nginx")] == 4
-                       and incidents(d.metrics())[("client_disconnect", "gunicorn")] == 1,
-                       "the last lines counted")
-            counts = {k: int(v) for k, v in incidents(d.metrics()).items() if v}
-            driver = chrome(tmp_path / "chromium")
-            try:
+    gunicorn_log = tmp_path / "gunicorn.log"
+    gunicorn_log.touch()
+    try:
+        uw = Uwsgi(work, {"harakiri": 1}, processes=3)
+        assert uw.port is not None
+        with FakeUpstream(behave_close) as closing:
+            second = free_port()
+            nginx = Nginx(work, pass_block("uwsgi", uw.port), http_block=(
+                f"    server {{ listen {HOST}:{second}; location / {{ "
+                f"proxy_pass http://{HOST}:{closing.port}; }} }}\n"))
+            logs = {"nginx": nginx.log_path, "uwsgi": uw.log_path, "gunicorn": gunicorn_log,
+                    "missing": tmp_path / "absent" / "app.log"}
+            with uw, nginx, DaemonProcess(tmp_path, config_text(logs, start_at="beginning")) as d:
+                d.start()
+                counts = _provoke(d, nginx.port, second, gunicorn_log)
                 upstreams = (f"uwsgi://{HOST}:{uw.port}", f"http://{HOST}:{closing.port}")
-                _check_page(driver, d, counts, upstreams, shots)
-                _check_refresh_without_reload(driver, gunicorn_log)
-                _check_phone_dark_and_no_script(driver, d, len(counts), shots)
-                assert csp_violations(console(driver)) == []
-                # the control: the console does report what the policy blocks
-                driver.execute_script("document.body.insertAdjacentHTML('beforeend', "
-                                      "'<p style=\"color:red\">x</p>')")
-                _wait(lambda: bool(csp_violations(console(driver))), "a CSP report", 10)
-            finally:
-                driver.quit()
-            assert d.stop() == 0
+                driver = chrome(tmp_path / "chromium")
+                try:
+                    _check_page(driver, d, counts, upstreams, shots)
+                    _check_refresh_without_reload(driver, gunicorn_log)
+                    _check_phone_dark_and_no_script(driver, d, len(counts), shots)
+                    _check_console_reports_violations(driver)
+                finally:
+                    driver.quit()
+                assert d.stop() == 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _provoke(d: DaemonProcess, port: int, closing_port: int,
+             gunicorn_log: Path) -> dict[tuple[str, str], int]:
+    """The incident mix; the daemon's counts once it has read it all."""
+    # uWSGI's harakiri kills three workers mid-request: nginx says "premature close"
+    _parallel(lambda: http_request(port, "/sleep?s=3"), 3)
+    for _ in range(2):
+        http_request(port, "/big-header?n=8192")
+    pair = frozenset({("incident", "upstream_premature_close"), ("cause", "worker_harakiri")})
+    d.wait_for(lambda: series(d.metrics(), "gw502d_root_causes_total").get(pair) == 3,
+               "three closes paired with their harakiri")
+    # ... then an upstream that closes on its own, which no backend explains
+    http_request(closing_port, "/")
+    append(gunicorn_log, real("address_in_use", "gunicorn", "Can't connect")[:2]
+           + real("client_disconnect", "gunicorn"))
+
+    def counted() -> bool:
+        seen = incidents(d.metrics())
+        return (seen[("upstream_premature_close", "nginx")] == 4
+                and seen[("upstream_header_too_big", "nginx")] == 2
+                and seen[("client_disconnect", "gunicorn")] == 1)
+
+    d.wait_for(counted, "the last lines counted")
+    return {key: int(n) for key, n in incidents(d.metrics()).items() if n}
+
+
+def _check_console_reports_violations(driver: Any) -> None:
+    """None so far; and the control: the console does report what the policy blocks."""
+    assert csp_violations(console(driver)) == []
+    driver.execute_script("document.body.insertAdjacentHTML('beforeend', "
+                          "'<p style=\"color:red\">x</p>')")
+    _wait(lambda: bool(csp_violations(console(driver))), "a CSP report", 10)
 
 
 def _check_page(driver: Any, d: DaemonProcess, counts: dict[tuple[str, str], int],
