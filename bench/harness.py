@@ -60,11 +60,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(port: int, path: str) -> tuple[int, bytes, int]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, int]:
     """Status, body and the monotonic ns the answer was complete, on a new connection."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         body = resp.read()
         return resp.status, body, time.monotonic_ns()

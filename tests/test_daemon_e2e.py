@@ -103,8 +103,12 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     assert "upstream_header_too_big" in page and "uwsgi://" in page
     # Remediation texts hold <placeholders> and facts from logs: text, never markup.
     assert "&lt;" in page
-    assert page_tags(page) <= {"html", "head", "meta", "title", "style", "body", "h1", "p",
-                               "a", "table", "thead", "tbody", "tr", "th", "td"}
+    assert page_tags(page) <= {"html", "head", "meta", "title", "style", "script", "body",
+                               "header", "nav", "main", "section", "article", "details",
+                               "summary", "div", "span", "small", "time", "h1", "h2", "h3", "p",
+                               "b", "a", "code", "wbr", "ul", "li", "dl", "dt", "dd", "svg",
+                               "rect", "line", "table", "thead", "tbody", "tr", "th",
+                               "td"}
 
     events = [e for e in d.events() if e.get("event") == "incident"]
     assert {(e["incident"], e["source"]) for e in events} == set(want)
