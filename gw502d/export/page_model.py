@@ -40,15 +40,33 @@ SYMPTOM_NAMES = {
     "upstream_premature_close": "premature close",
     "upstream_reset": "connection reset",
     "upstream_timeout": "timeout",
+    "upstream_backlog_full": "backlog full",
+    "upstream_connect_refused": "connection refused",
+    "upstream_socket_missing": "socket missing",
+    "upstream_invalid_header": "invalid header",
+    "no_live_upstreams": "no live upstreams",
 }
 CAUSE_NAMES = {
     "worker_harakiri": "uWSGI harakiri",
     "worker_oom_killed": "uWSGI worker killed (OOM killer?)",
     "worker_crashed": "uWSGI worker crashed",
+    "worker_memory_killed": "uWSGI worker over evil-reload-on-rss",
     "request_block_too_big": "uWSGI request block too big",
     "protocol_mismatch": "HTTP sent to a uwsgi socket",
+    "http_request_too_big": "uWSGI http-socket request too big",
+    "modifier_unavailable": "uWSGI modifier not loaded",
+    "router_connect_failed": "uWSGI router could not connect",
+    "listen_queue_full": "uWSGI listen queue full",
+    "workers_respawning_too_fast": "uWSGI workers respawning too fast",
+    "app_load_failed": "uWSGI app failed to load",
+    "address_in_use": "uWSGI address in use",
     "gunicorn_worker_timeout": "gunicorn worker timeout",
     "gunicorn_worker_killed": "gunicorn worker killed (OOM killer?)",
+    "gunicorn_worker_crashed": "gunicorn worker crashed",
+    "gunicorn_worker_exited": "gunicorn worker exited",
+    "gunicorn_app_load_failed": "gunicorn app failed to load",
+    "gunicorn_worker_boot_failed": "gunicorn worker failed to boot",
+    "gunicorn_address_in_use": "gunicorn address in use",
 }
 
 
