@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``gw502d run`` measured as a tailer, from the outside: what a Prometheus scrape sees.
 
-bench/follow_latency.py and bench/idle_cpu.py time the Follower inside one process; this
+bench/journal.py --only file and bench/idle_cpu.py time the Follower inside one process; this
 script starts the real daemon (harness.py: ``gw502d run`` on 127.0.0.1, a temporary
 config and state dir), writes to the files it follows from separate writer processes
 (writers.py) and reads the answers from ``/metrics`` and ``/proc/<pid>``.
