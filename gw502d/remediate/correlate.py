@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import count, islice
 from typing import Any, NamedTuple
 
 from gw502d.classify.events import Event
@@ -50,6 +51,7 @@ _REFUSED, _MISSING, _NONE_LIVE = ("upstream_connect_refused", "upstream_socket_m
 _BACKLOG, _INVALID = "upstream_backlog_full", "upstream_invalid_header"
 _UWSGI_OR_HTTP = frozenset({"uwsgi", "proxy"})  # uWSGI serves http-socket too
 _HTTP = frozenset({"proxy"})
+_FIRST_FAMILY = {"uwsgi": "uwsgi", "gunicorn": "proxy"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,11 @@ class _Waiting:
     n: int
     cause: str | None = None
     upstream: Upstream | None = None
+
+    @property
+    def lasting(self) -> bool:
+        """A startup failure: it explains every symptom within reach, not one."""
+        return self.cause is not None and CAUSES[self.cause].lasting
 
 
 @dataclass(slots=True)
@@ -308,9 +315,34 @@ def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pai
     reaches the window around its time, an undated one its span (nginx wrote its line in
     the same second). The best candidates pair first, over all causes at once: the
     symptom the cause explains best, a dated cause before an undated one, the closest in
-    time; so no cause takes a symptom another explains better. An undated cause without a
-    span stays unpaired."""
+    time, on the protocol the backend most often speaks; so no cause takes a symptom
+    another explains better. An undated cause without a span stays unpaired.
+
+    Exact and unbounded: each cause walks outward from its time through the symptoms it
+    fits (grouped by incident and upstream, taken ones skipped), one step per pop of a
+    heap, so a storm costs O((causes + pairs) log causes), not a window's worth per cause."""
     pairing = Pairing()
+    heap = [(*reach.rank(), reach) for reach in offline_reaches(events, pairing, window)
+            if reach.step()]
+    heapq.heapify(heap)
+    while heap:
+        reach = heapq.heappop(heap)[-1]
+        waiting, symptom = reach.cause, reach.group.found[reach.at]
+        if not (waiting.n or waiting.lasting):
+            continue
+        if symptom.n:
+            pairing.found.append(pairing._pair(symptom, waiting))
+            if not symptom.n:
+                reach.group.taken(reach.at)
+        if (waiting.n or waiting.lasting) and reach.step():
+            heapq.heappush(heap, (*reach.rank(), reach))
+    return pairing
+
+
+def offline_reaches(events: Sequence[Event], pairing: Pairing,
+                    window: float = DEFAULT_WINDOW) -> list[_Reach]:
+    """Every (cause, group of symptoms it fits, preference) of a scan, before any pairing
+    (*pairing* counts the causes)."""
     symptoms: list[_Waiting] = []
     causes: list[tuple[float, float, _Waiting]] = []
     for event in sorted(events, key=_order_offline):
@@ -333,56 +365,105 @@ def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pai
         lasting = CAUSES[cause].lasting
         causes.append((low - (0 if lasting else slack), high + (LASTING if lasting else slack),
                        _Waiting(high, event, n, cause)))
-    by_incident: dict[str, list[_Waiting]] = {}
-    for s in symptoms:
-        by_incident.setdefault(s.event.incident, []).append(s)
-    times = {incident: [s.time for s in found] for incident, found in by_incident.items()}
-    candidates: list[tuple[int, bool, float, int, _Waiting, _Waiting]] = []
-    for low, high, waiting in causes:
-        assert waiting.cause is not None
-        center = waiting.event.time
-        for preference, incident in enumerate(CAUSES[waiting.cause].explains):
-            found = by_incident.get(incident, [])
-            at = times.get(incident, [])
-            span = (bisect.bisect_left(at, low), bisect.bisect_right(at, high))
-            for s in _nearest(found, at, waiting, span=span, center=center):
-                distance = abs(s.time - center) if center is not None else 0.0
-                candidates.append((preference, center is None, distance, len(candidates), s,
-                                   waiting))
-    for *_, symptom, waiting in sorted(candidates, key=lambda c: c[:4]):
-        if symptom.n and (waiting.n or CAUSES[waiting.cause or ""].lasting):
-            pairing.found.append(pairing._pair(symptom, waiting))
-    return pairing
+    groups: dict[tuple[str, Upstream | None], list[_Waiting]] = {}
+    for s in symptoms:  # in time order: each group is sorted
+        groups.setdefault((s.event.incident, s.upstream), []).append(s)
+    by_incident: dict[str, list[_Group]] = {}
+    for (incident, upstream), found in groups.items():
+        by_incident.setdefault(incident, []).append(_Group(upstream, found))
+    order = count()  # ties go to the earlier cause
+    return [_Reach(group, waiting, preference, next(order), (low, high))
+            for low, high, waiting in causes
+            for preference, incident in enumerate(CAUSES[waiting.cause or ""].explains)
+            for group in by_incident.get(incident, ())
+            if _fits_upstream(group.upstream, waiting)]
 
 
-def _nearest(found: list[_Waiting], times: list[float], cause: _Waiting, *,
-             span: tuple[int, int], center: float | None) -> list[_Waiting]:
-    """Up to :data:`_SCAN` symptoms of ``found[start:end]`` that fit *cause*, the closest to
-    *center* first (from *start* on for an undated cause): in a storm a window holds
-    thousands, and the best pairs are near."""
-    start, end = span
-    if CAUSES[cause.cause or ""].lasting:
-        return [s for s in found[start:end] if _fits(s, cause)]
-    out: list[_Waiting] = []
-    if center is None:
-        for s in found[start:end]:
-            if _fits(s, cause):
-                out.append(s)
-                if len(out) == _SCAN:
-                    break
-        return out
-    right = bisect.bisect_left(times, center, start, end)
-    left = right - 1
-    while len(out) < _SCAN and (left >= start or right < end):
-        take_right = left < start or (right < end and
-                                      times[right] - center <= center - times[left])
-        if take_right:
-            s, right = found[right], right + 1
+class _Group:
+    """A scan's symptoms of one incident on one upstream, in time order. Every one of them
+    fits a cause the group fits, and taken ones are skipped in near-constant time, so the
+    next nearest symptom of a cause is found without testing or rescanning."""
+
+    __slots__ = ("_left", "_right", "found", "times", "upstream")
+
+    def __init__(self, upstream: Upstream | None, found: list[_Waiting]) -> None:
+        self.upstream, self.found = upstream, found
+        self.times = [s.time for s in found]
+        self._right = list(range(len(found) + 1))  # i -> the first untaken index >= i
+        self._left = list(range(len(found) + 1))  # i + 1 -> 1 + the last untaken <= i
+
+    def taken(self, i: int) -> None:
+        self._right[i], self._left[i + 1] = i + 1, i
+
+    def right(self, i: int) -> int:
+        return _root(self._right, i)
+
+    def left(self, i: int) -> int:
+        return _root(self._left, i + 1) - 1
+
+
+def _root(parent: list[int], i: int) -> int:
+    """The representative of *i* (path halving: taken runs are crossed once)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class _Reach:
+    """One cause's walk through one group: the untaken symptoms within its reach, the
+    closest to its time first (in time order for an undated or lasting cause)."""
+
+    __slots__ = (
+        "_next_left",
+        "_next_right",
+        "at",
+        "cause",
+        "center",
+        "end",
+        "group",
+        "order",
+        "other_family",
+        "preference",
+        "start",
+    )
+
+    def __init__(self, group: _Group, cause: _Waiting, preference: int, order: int,
+                 reach: tuple[float, float]) -> None:
+        low, high = reach
+        self.group, self.cause, self.preference, self.order = group, cause, preference, order
+        # at equal distance, the protocol the backend speaks first: uWSGI is most often
+        # behind uwsgi_pass (its http-socket is the rarer case), gunicorn only speaks http
+        up = group.upstream
+        self.other_family = up is not None and up.family != _FIRST_FAMILY[cause.event.source]
+        self.center = None if cause.lasting else cause.event.time
+        self.start = bisect.bisect_left(group.times, low)
+        self.end = bisect.bisect_right(group.times, high, self.start)
+        middle = self.start if self.center is None else bisect.bisect_left(
+            group.times, self.center, self.start, self.end)
+        self._next_right, self._next_left, self.at = middle, middle - 1, -1
+
+    def step(self) -> bool:
+        """Move to the nearest untaken symptom within reach (``at``); False if none is left."""
+        group, center = self.group, self.center
+        right = group.right(self._next_right)
+        right = right if right < self.end else -1
+        left = group.left(self._next_left) if center is not None else -1
+        left = left if left >= self.start else -1
+        if right < 0 and left < 0:
+            return False
+        if left < 0 or (right >= 0 and center is not None
+                        and group.times[right] - center <= center - group.times[left]):
+            self.at, self._next_right = right, right
         else:
-            s, left = found[left], left - 1
-        if _fits(s, cause):
-            out.append(s)
-    return out
+            self.at, self._next_left = left, left
+        return True
+
+    def rank(self) -> tuple[int, bool, float, bool, int]:
+        """How good a pair the symptom at ``at`` makes: lower pairs first."""
+        distance = 0.0 if self.center is None else abs(self.group.times[self.at] - self.center)
+        return (self.preference, self.cause.event.time is None, distance, self.other_family,
+                self.order)
 
 
 def _order(event: Event) -> tuple[bool, bool]:
@@ -402,14 +483,18 @@ def _upstream(text: str) -> Upstream:
 
 
 def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
-    """A symptom the cause can produce, on the same upstream as far as it can be told:
-    scheme family, then the peer if known."""
+    """A symptom the cause can produce, on the same upstream as far as it can be told."""
     assert cause.cause is not None
-    if symptom.event.incident not in CAUSES[cause.cause].explains:
-        return False
-    up = symptom.upstream
+    return (symptom.event.incident in CAUSES[cause.cause].explains
+            and _fits_upstream(symptom.upstream, cause))
+
+
+def _fits_upstream(up: Upstream | None, cause: _Waiting) -> bool:
+    """Scheme family, then the peer if known. No trusted upstream field (a line nginx
+    cut): any scheme must fit."""
+    assert cause.cause is not None
     families = CAUSES[cause.cause].families
-    if up is None:  # no trusted upstream field (a line nginx cut): any scheme must fit
+    if up is None:
         return families >= _UWSGI_OR_HTTP
     peer = cause.event.peer
     return up.family in families and (peer is None or peer == up.peer)

@@ -115,8 +115,8 @@ class Timeline:
 
 class _Spans:
     """The span of time an undated line of a block was written in: from the nearest line
-    before it that says when it was written to the nearest one after (either side may be
-    open); only blocks with undated hits pay for it."""
+    before it that says when it was written to the nearest one after (at a block's edge,
+    the window beside the one there is); only blocks with undated hits pay for it."""
 
     _REACH = 5000  # lines looked at on each side
 
@@ -140,4 +140,7 @@ class _Spans:
                      if (t := written_at(family, line)) is not None), float("inf"))
         if low == float("-inf") and high == float("inf"):
             return None
-        return (low, high)
+        if low == float("-inf") or high == float("inf"):  # at a block's edge: near the one
+            low, high = (high - DEFAULT_WINDOW, high) if low == float("-inf") else (
+                low, low + DEFAULT_WINDOW)
+        return (min(low, high), max(low, high))  # anchors out of order: trust neither side
