@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from gw502d.classify.block import Match
@@ -57,20 +56,22 @@ class EventReader:
         """The events of *hits*: each at its line's own time with *dated* (*when* for lines
         without one, or the span *span_of* finds around them), else all at *when* (the
         daemon: their arrival)."""
-        raws = self._read(hits)
-        times = (time_bytes for (time_bytes,) in self._read_time(hits)) \
-            if dated and self._dated else repeat(None)
+        raws = list(self._read(hits))
+        stamps = [stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
+            else [None] * len(raws)
         key = self._key
-        if span_of is None:  # counted in C: a storm's hits cost no Python each
-            counted = Counter(zip(times, raws, strict=False))
-            return [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
-                          self._convert(raw), n=n) for (stamp, raw), n in counted.items()]
-        found: Counter[tuple[float | None, Span | None, RawKey]] = Counter()
-        for m, stamp, raw in zip(hits, times, raws, strict=False):
-            t = self._time(stamp)
-            found[(when if t is None else t, span_of(m) if t is None else None, raw)] += 1
-        return [Event(t, key[0], key[1], self._convert(raw), n=n, span=span)
-                for (t, span, raw), n in found.items()]
+        # counted in C: a storm's hits cost no Python each
+        events = [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
+                        self._convert(raw), n=n)
+                  for (stamp, raw), n in Counter(zip(stamps, raws, strict=True)).items()
+                  if stamp is not None or span_of is None]
+        if span_of is not None and None in stamps:  # undated lines: each its own span
+            found: Counter[tuple[Span | None, RawKey]] = Counter(
+                (span_of(m), raw) for m, stamp, raw in zip(hits, stamps, raws, strict=True)
+                if stamp is None)
+            events += [Event(when, key[0], key[1], self._convert(raw), n=n, span=span)
+                       for (span, raw), n in found.items()]
+        return events
 
     def _time(self, stamp: bytes | None) -> float | None:
         if stamp is None:
