@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,6 +42,10 @@ class Numbers:
     remediation: dict[Key, str]
     root_causes: dict[tuple[str, str], int]
     unparsed: dict[str, int]
+    # per (incident, source, upstream label): counts (every label of the config at 0 or
+    # more) and the remediation of those seen
+    upstream_incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    upstream_remediation: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class Scrape:
     logs: dict[str, LogStats]
     reload_successful: bool
     reload_success_time: float
+    # what of the servers' configuration could not be read, per server (nginx, uwsgi, ...)
+    server_config_problems: dict[str, int] = field(default_factory=dict)
 
 
 # (metric, help, LogStats field) of the per-log families.
@@ -89,6 +95,12 @@ class Gw502dCollector:
         s = self._scrape()
         yield from _incident_families(s.numbers)
         yield from _log_families(s.logs, s.numbers.unparsed)
+        problems = GaugeMetricFamily(m.SERVER_CONFIG_PROBLEMS, "Files, paths and settings of "
+                                     "the servers' configuration that could not be read",
+                                     labels=["server"])
+        for server, n in s.server_config_problems.items():
+            problems.add_metric([server], n)
+        yield problems
         yield GaugeMetricFamily(m.RELOAD_SUCCESSFUL,
                                 "Whether the last configuration load (start or SIGHUP) worked",
                                 value=int(s.reload_successful))
@@ -126,6 +138,19 @@ def _incident_families(n: Numbers) -> Iterator[Metric]:
     for key, count in n.root_causes.items():
         causes.add_metric(key, count)
     yield causes
+    triple = [*pair, "upstream"]
+    upstream = CounterMetricFamily(m.UPSTREAM_INCIDENTS, "Incident lines of nginx per "
+                                   "upstream (a peer nginx's configuration passes to, else "
+                                   "other)", labels=triple)
+    for key3, count in n.upstream_incidents.items():
+        upstream.add_metric(key3, count)
+    yield upstream
+    upstream_fix = InfoMetricFamily(m.UPSTREAM_REMEDIATION.removesuffix("_info"),
+                                    "What to change on this host for the incidents of one "
+                                    "upstream", labels=triple)
+    for key3, text in n.upstream_remediation.items():
+        upstream_fix.add_metric(key3, {"remediation": text})
+    yield upstream_fix
 
 
 def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterator[Metric]:
