@@ -166,8 +166,9 @@ def _option(b: Backend, name: str) -> tuple[int | None, str]:
         if opt is not None:
             return b.uwsgi.number(name), f"{name} is {opt.value or 'set'} in {opt.where}"
         default = UWSGI_DEFAULTS.get(name)
-        return (int(default) if default is not None else None,
-                f"{name} is not set in {b.name} (uWSGI's default: {default or 'none'})")
+        if default is None:
+            return None, f"{name} is not set in {b.name}"
+        return int(default), f"{name} is not set in {b.name} (uWSGI's default: {default})"
     assert b.gunicorn is not None
     s = b.gunicorn.get(name)
     value = s.value if isinstance(s.value, int) and s.known else None
@@ -269,7 +270,7 @@ def killed_by_limit(ctx: Context, up: Upstream | None, server: Literal["uwsgi", 
     new = backend.raised_limit(limit)
     draft = _Draft()
     draft.backend_edit(b, name, new, f"{limit_said}; {what}. Set {name} = {new} (twice the "
-                       f"current value, at least {backend.BACKEND_TIMEOUT}) if requests "
+                       f"current value, and at least {backend.BACKEND_TIMEOUT}) if requests "
                        "that slow are legitimate; else fix them.")
     found = handlers(ctx, up) if up is not None else _backend_handlers(ctx, b)
     nginx = ctx.conf.nginx
@@ -322,7 +323,7 @@ def pass_with(ctx: Context, up: Upstream, family: str, cause: str | None) -> Adv
     directive, target = up.pass_directive(family)
     behind = backend_of(ctx, up, None)
     speaks = "the uwsgi protocol" if family == "uwsgi" else "HTTP"
-    there = f" ({behind[1].option})" if behind is not None and behind[1] is not None else ""
+    there = f": {behind[1].option}" if behind is not None and behind[1] is not None else ""
     params = Path(nginx.files.conf).parent / "uwsgi_params"
     for h in found[:MAX_BLOCKS]:
         where = h.pass_.statement.where
