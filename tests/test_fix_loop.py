@@ -182,7 +182,7 @@ def test_protocol_mismatch(host: FixHost, capsys: pytest.CaptureFixture[str]) ->
     assert loop.before == [502]
     assert _changed(loop.diff) == [f"uwsgi_pass unix:{host.socket};", "include uwsgi_params;"]
     assert f"-        proxy_pass http://unix:{host.socket}:;" in loop.diff
-    assert "speaks the uwsgi protocol (socket = " in loop.said
+    assert "speaks the uwsgi protocol: socket = " in loop.said
     assert_fixed(loop, ("protocol_mismatch", "uwsgi"))
 
 
