@@ -179,3 +179,9 @@ def test_a_malformed_snapshot_loses_nothing_else(host: Host) -> None:
     assert totals.incidents[("upstream_reset", "nginx")] == 2
     assert totals.upstream_incidents == {("upstream_reset", "nginx", "x"): 3}
     assert totals.upstream_facts == {}
+    # counted, no facts left: still a remediation (the catalog's), so its alert has one
+    numbers = Pipeline(CATALOG, SPECS, SETTINGS, totals).numbers()
+    assert numbers.upstream_incidents[("upstream_reset", "nginx", "x")] == 3
+    assert numbers.upstream_remediation[("upstream_reset", "nginx", "x")] == \
+        CATALOG.incident("upstream_reset", "nginx").remediation.replace(
+            "{upstream}", "<upstream>")

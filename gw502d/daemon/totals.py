@@ -19,7 +19,7 @@ from gw502d.classify.catalog import Catalog
 from gw502d.classify.keys import Key, nest
 from gw502d.classify.tally import Tallies
 from gw502d.export.collector import Numbers
-from gw502d.remediate.advice import Context, advise_seen, advise_upstreams
+from gw502d.remediate.advice import Context, advise, advise_seen, advise_upstreams
 from gw502d.remediate.configured import HostConfig
 from gw502d.remediate.host import host_facts
 from gw502d.remediate.nginx import OTHER
@@ -159,11 +159,17 @@ class Totals:
                                         self.facts.get(key)).text for key in catalog.keys}
         per_upstream: dict[UpstreamKey, str] = {}
         for key in upstreams.keys:
+            counted = [u for (i, s, u), n in upstreams.counts.items() if (i, s) == key and n]
+            if not counted:
+                continue
+            incident = catalog.incident(*key)
             saved = {u: f for (i, s, u), f in self.upstream_facts.items() if (i, s) == key}
-            for label, advice in advise_upstreams(catalog.incident(*key), context,
-                                                  saved).items():
-                if upstreams.counts.get((*key, label)):
-                    per_upstream[(*key, label)] = advice.text
+            advice = advise_upstreams(incident, context, saved)
+            # a label counted with no facts left (a restart without saved ones): the
+            # catalog's text, so that an alert on it still carries a remediation
+            per_upstream.update({(*key, label): (advice.get(label)
+                                                 or advise(incident, [], context)).text
+                                 for label in counted})
         labels = conf.labels() if conf is not None else {OTHER}
         return Numbers(incidents, companions, last_seen, remediation,
                        dict(root_causes.counts), dict(self.unparsed),
