@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.hostconf_host import temp_paths
 from tests.servers.harness import (
     DEFAULT_NGINX_USER,
     NGINX_BIN,
@@ -29,13 +29,14 @@ from tests.servers.harness import (
     Proc,
     _gunicorn_no_control_socket,
     free_port,
+    make_workdir,
     read_lines,
     wait_for_line,
     wait_path,
     wait_port,
     write_wsgi_app,
 )
-from tests.servers.provoke import http_request, status_of
+from tests.servers.provoke import send_all
 from tests.servers.versions import GUNICORN_CURRENT
 
 # WSGI_APP behind a path prefix: /api/big-header is the app's /big-header
@@ -113,12 +114,7 @@ events {{ worker_connections 64; }}
 http {{
     include mime.types;
     access_log {self.log}/nginx-access.log;
-    client_body_temp_path {b}/run/body;
-    proxy_temp_path {b}/run/proxy;
-    uwsgi_temp_path {b}/run/uwsgi;
-    fastcgi_temp_path {b}/run/fastcgi;
-    scgi_temp_path {b}/run/scgi;
-
+{temp_paths(b / "run")}
     uwsgi_read_timeout 30s;
     proxy_read_timeout 45s;
 
@@ -227,23 +223,13 @@ server {{
 
     def send(self, requests: Sequence[Request], *, parallel: bool = False) -> list[int | None]:
         """Each request through nginx; their statuses (None: no answer)."""
-        statuses: list[int | None] = [None] * len(requests)
+        return send_all(self.port, requests, parallel=parallel)
 
-        def one(n: int) -> None:
-            path, headers = requests[n]
-            statuses[n] = status_of(http_request(self.port, path, headers=dict(headers),
-                                                 timeout=15))
-
-        if not parallel:
-            for n in range(len(requests)):
-                one(n)
-            return statuses
-        threads = [threading.Thread(target=one, args=(n,)) for n in range(len(requests))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        return statuses
+    def fix_args(self) -> list[str]:
+        """``gw502d fix`` with this host's configuration files (and a backup dir of its own)."""
+        return ["fix", "--nginx-conf", str(self.nginx_conf), "--uwsgi-config", str(self.shop_ini),
+                "--gunicorn-config", str(self.gunicorn_conf),
+                "--backup-dir", str(self.base / "backups")]
 
     def log_sizes(self) -> dict[Path, int]:
         return {p: p.stat().st_size if p.exists() else 0 for p in self.logs}
@@ -263,3 +249,13 @@ server {{
 def _link(target: Path, link: Path) -> None:
     if not link.is_symlink():
         os.symlink(target, link)
+
+
+@contextmanager
+def fix_host() -> Iterator[FixHost]:
+    """A :class:`FixHost` in a fresh directory (not written yet), deleted afterwards."""
+    base = make_workdir()
+    try:
+        yield FixHost(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -11,7 +11,6 @@ with the upstream and request of this host. The closed loop with running servers
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,14 @@ from gw502d.remediate.host import ConfigPaths
 from gw502d.scan import fixcmd
 from gw502d.scan.fix import advise_found, scan_for_fix
 from tests.daemon import append, config_text
-from tests.fix_host import FixHost
-from tests.servers.harness import make_workdir
+from tests.fix_host import FixHost, fix_host
 from tests.test_upstreams import CATALOG, line
 
 
 @pytest.fixture
 def host() -> Iterator[FixHost]:
-    base = make_workdir()
-    try:
-        yield FixHost(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with fix_host() as h:
+        yield h
 
 
 def nginx_line(incident: str, host: FixHost, path: str = "/api/big-header?n=8192") -> str:
@@ -54,9 +49,7 @@ def write_log(host: FixHost, *lines: str) -> Path:
 
 def fix(host: FixHost, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = main(["fix", "--nginx-conf", str(host.nginx_conf), "--uwsgi-config",
-                 str(host.shop_ini), "--gunicorn-config", str(host.gunicorn_conf),
-                 "--backup-dir", str(host.base / "backups"), *args])
+    code = main([*host.fix_args(), *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -11,7 +11,6 @@ scenario gets a fresh host.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ import pytest
 from gw502d.classify.catalog import load_catalog
 from gw502d.cli import main
 from gw502d.scan.engine import scan
-from tests.fix_host import FixHost, Request
-from tests.servers.harness import DEFAULT_NGINX_USER, make_workdir, wait_for_line
+from tests.fix_host import FixHost, Request, fix_host
+from tests.servers.harness import DEFAULT_NGINX_USER, wait_for_line
 
 pytestmark = pytest.mark.servers
 
@@ -51,11 +50,8 @@ def _seen(paths: Sequence[str]) -> dict[tuple[str, str], int]:
 
 @pytest.fixture
 def host() -> Iterator[FixHost]:
-    base = make_workdir()
-    try:
-        yield FixHost(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with fix_host() as h:
+        yield h
 
 
 def round_trip(host: FixHost, capsys: pytest.CaptureFixture[str], requests: Sequence[Request],
@@ -68,11 +64,7 @@ def round_trip(host: FixHost, capsys: pytest.CaptureFixture[str], requests: Sequ
         time.sleep(0.5)  # lines written after the answer (uWSGI's complaint, a respawn)
         seen_before = _seen([str(p) for p in host.logs if p.exists()])
         capsys.readouterr()
-        code = main(["fix", "--nginx-conf", str(host.nginx_conf),
-                     "--uwsgi-config", str(host.shop_ini),
-                     "--gunicorn-config", str(host.gunicorn_conf),
-                     "--backup-dir", str(host.base / "backups"), "--apply",
-                     *(str(p) for p in host.logs if p.exists())])
+        code = main([*host.fix_args(), "--apply", *(str(p) for p in host.logs if p.exists())])
         out = capsys.readouterr()
         host.reload()
         sizes = host.log_sizes()

@@ -9,7 +9,6 @@ own (``real:`` catalog examples) with the upstream each step needs.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,8 @@ from gw502d.errors import ConfigError
 from gw502d.remediate.configured import HostConfig
 from gw502d.remediate.host import ConfigPaths
 from tests.daemon import append, config_text, series
-from tests.hostconf_host import UWSGI_INI, Host
-from tests.servers.harness import free_port, make_workdir
+from tests.hostconf_host import Host, shop_host
+from tests.servers.harness import free_port
 from tests.test_config import gw502d, write
 from tests.test_upstreams import line
 
@@ -32,13 +31,8 @@ UPSTREAM_INCIDENTS = "gw502d_upstream_incidents_total"
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    base = make_workdir()
-    try:
-        h = Host(base).write()
-        (base / "shop.ini").write_text(UWSGI_INI.format(socket=f":{h.ports['api']}"))
+    with shop_host() as h:
         yield h
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def servers_table(host: Host, *uwsgi: str) -> str:

@@ -9,7 +9,6 @@ The daemon's pipeline counts them; its totals go through a snapshot and a reload
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -24,8 +23,7 @@ from gw502d.remediate.advice import Context, advise_upstreams
 from gw502d.remediate.configured import Bind, HostConfig
 from gw502d.remediate.host import ConfigPaths
 from gw502d.source.spec import LogSpec
-from tests.hostconf_host import UWSGI_INI, Host
-from tests.servers.harness import make_workdir
+from tests.hostconf_host import Host, shop_host
 
 CATALOG = load_catalog()
 SPECS = [LogSpec("/x/error.log", "nginx", "nginx")]
@@ -44,13 +42,8 @@ def line(incident: str, upstream: str) -> bytes:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    base = make_workdir()
-    try:
-        h = Host(base).write()
-        (base / "shop.ini").write_text(UWSGI_INI.format(socket=f":{h.ports['api']}"))
+    with shop_host() as h:
         yield h
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def read(host: Host) -> HostConfig:

@@ -22,7 +22,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gw502d.classify.catalog import Incident
 from gw502d.classify.tally import Tallies
@@ -196,32 +196,36 @@ def _killed_by_limit(up: Upstream | None, backend: str, default: str, *, what: s
         f"{what}, so raising {family}_read_timeout alone changes nothing. {fix} and ", cause)
 
 
-def _harakiri(ctx: Context, up: Upstream | None) -> Advice:
+# backend -> (nginx family by default, what happened, the fix, the cause it is)
+_LIMIT_KILLS = {
+    "uwsgi": ("uwsgi", "uWSGI's harakiri killed the worker mid-request",
+              "Fix the slow requests, or raise harakiri above the slowest legitimate one",
+              "worker_harakiri"),
+    "gunicorn": ("proxy", "gunicorn killed the worker after its timeout",
+                 "Fix the slow view (or use gthread/async workers), or raise timeout above the "
+                 "slowest legitimate request", "gunicorn_worker_timeout"),
+}
+
+
+def _limit_killed(ctx: Context, up: Upstream | None, server: Literal["uwsgi", "gunicorn"]
+                  ) -> Advice:
+    """The backend's request limit killed a worker: located when the config tells."""
+    default, what, fix, cause = _LIMIT_KILLS[server]
     if ctx.conf is not None:
         from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
 
-        found = located.killed_by_limit(ctx, up, "uwsgi", "uWSGI's harakiri killed a worker "
-                                        "mid-request", "worker_harakiri")
+        found = located.killed_by_limit(ctx, up, server, what, cause)
         if found is not None:
             return found
-    return _killed_by_limit(
-        up, "uwsgi", "uwsgi", what="uWSGI's harakiri killed the worker mid-request",
-        fix="Fix the slow requests, or raise harakiri above the slowest legitimate one",
-        cause="worker_harakiri")
+    return _killed_by_limit(up, server, default, what=what, fix=fix, cause=cause)
+
+
+def _harakiri(ctx: Context, up: Upstream | None) -> Advice:
+    return _limit_killed(ctx, up, "uwsgi")
 
 
 def _gunicorn_timeout(ctx: Context, up: Upstream | None) -> Advice:
-    if ctx.conf is not None:
-        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
-
-        found = located.killed_by_limit(ctx, up, "gunicorn", "gunicorn killed a worker after "
-                                        "its timeout", "gunicorn_worker_timeout")
-        if found is not None:
-            return found
-    return _killed_by_limit(
-        up, "gunicorn", "proxy", what="gunicorn killed the worker after its timeout",
-        fix="Fix the slow view (or use gthread/async workers), or raise timeout above the "
-        "slowest legitimate request", cause="gunicorn_worker_timeout")
+    return _limit_killed(ctx, up, "gunicorn")
 
 
 def _oom_killed() -> Advice:

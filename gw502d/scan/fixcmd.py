@@ -30,8 +30,9 @@ def default_backup_dir() -> Path:
     return base / "gw502d" / "backups"
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+def _say(*lines: str) -> None:
+    for text in lines:
+        print(text, file=sys.stderr)
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
@@ -55,17 +56,15 @@ def cmd_fix(args: argparse.Namespace) -> int:
         _say(f"gw502d fix: cannot read incidents: {e}")
         return EXIT_INPUT
     if result.errors:
-        for error in result.errors:
-            _say(f"gw502d fix: {error}")
-        _say("gw502d fix: not every input was read: nothing is proposed")
+        _say(*(f"gw502d fix: {error}" for error in result.errors),
+             "gw502d fix: not every input was read: nothing is proposed")
         return EXIT_INPUT
     paths = ConfigPaths(nginx=args.nginx_conf or None, uwsgi=tuple(args.uwsgi_config or ()),
                         gunicorn=tuple(args.gunicorn_config or ()),
                         gunicorn_commands=tuple(args.gunicorn_command or ()),
                         cwd=str(Path.cwd()), nginx_dump=True)
     conf = HostConfig.read(paths)
-    for server, problem in conf.problems:
-        _say(f"gw502d fix: {server} configuration: {problem}")
+    _say(*(f"gw502d fix: {server} configuration: {problem}" for server, problem in conf.problems))
     found = advise_found(catalog, result, routes, conf)
     fix = plan_fix([c for f in found for c in f.advice.changes])
     kept = set(fix.sentences)
@@ -73,16 +72,14 @@ def cmd_fix(args: argparse.Namespace) -> int:
     for f in found:
         via = f" via {f.upstream}" if f.upstream is not None else ""
         _say(f"{f.incident.id} ({f.incident.source}){via}: {f.lines} line(s)")
-        for sentence in f.advice.sentences or (f.advice.text,):
-            if sentence not in dropped:
-                _say(f"  {sentence}")
+        _say(*(f"  {sentence}" for sentence in f.advice.sentences or (f.advice.text,)
+               if sentence not in dropped))
     if not fix.changes:
         _say("gw502d fix: nothing here that a change of the configuration read fixes")
         return EXIT_NOTHING
     if fix.problems:
-        for reason in fix.problems:
-            _say(f"gw502d fix: not changed: {reason}")
-        _say("gw502d fix: the changes belong together: none is proposed")
+        _say(*(f"gw502d fix: not changed: {reason}" for reason in fix.problems),
+             "gw502d fix: the changes belong together: none is proposed")
         return EXIT_REFUSED
     sys.stdout.write(fix.diff)
     sys.stdout.flush()
