@@ -15,12 +15,13 @@ import pytest
 
 from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
-from gw502d.classify.events import EVENT_FACTS
+from gw502d.classify.events import EVENT_FACTS, Event
 from gw502d.classify.tally import Tallies
 from gw502d.daemon.pipeline import Pipeline, Settings
 from gw502d.daemon.totals import Totals
 from gw502d.remediate.advice import Context, advise_upstreams
 from gw502d.remediate.configured import Bind, HostConfig
+from gw502d.remediate.correlate import Correlator
 from gw502d.remediate.host import ConfigPaths
 from gw502d.source.spec import LogSpec
 from tests.hostconf_host import Host, shop_host
@@ -178,3 +179,24 @@ def test_a_malformed_snapshot_loses_nothing_else(host: Host) -> None:
     assert numbers.upstream_remediation[("upstream_reset", "nginx", "x")] == \
         CATALOG.incident("upstream_reset", "nginx").remediation.replace(
             "{upstream}", "<upstream>")
+
+
+def test_each_upstream_gets_its_own_root_cause(host: Host) -> None:
+    """harakiri behind the uwsgi upstream, gunicorn's timeout behind the proxy one: the
+    premature closes of each are advised on their own cause."""
+    conf = read(host)
+    api, blog = f"uwsgi://127.0.0.1:{host.ports['api']}", f"http://127.0.0.1:{host.ports['blog']}"
+    correlator = Correlator()
+    for t, (backend, upstream) in enumerate([(("worker_harakiri", "uwsgi"), api),
+                                             (("worker_timeout", "gunicorn"), blog)] * 2):
+        correlator.observe(Event(100.0 * t, *backend, {"worker_pid": t}))
+        correlator.observe(Event(100.0 * t + 1, "upstream_premature_close", "nginx",
+                                 {"upstream": upstream}))
+    assert correlator.counts == {("upstream_premature_close", "worker_harakiri"): 2,
+                                 ("upstream_premature_close", "gunicorn_worker_timeout"): 2}
+    seen = tallies(line("upstream_premature_close", api), line("upstream_premature_close", blog))
+    by_label = advise_upstreams(CATALOG.incident("upstream_premature_close", "nginx"),
+                                Context(conf=conf, tallies=seen, correlator=correlator))
+    assert by_label[api].cause == "worker_harakiri" and "harakiri" in by_label[api].text
+    assert by_label[blog].cause == "gunicorn_worker_timeout"
+    assert "harakiri" not in by_label[blog].text and "timeout" in by_label[blog].text
