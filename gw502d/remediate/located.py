@@ -117,26 +117,24 @@ def handlers(ctx: Context, up: Upstream) -> list[Handler]:
 
 def _backend_handlers(ctx: Context, b: Backend) -> list[Handler]:
     """The locations passing to any address *b* binds (when no error line named one)."""
-    out: list[Handler] = []
-    for bind in b.binds:
-        for scheme in ("uwsgi", "http") if bind.protocol == "uwsgi" else ("http",):
-            out += handlers(ctx, Upstream.parse(f"{scheme}://{bind.peer}"))
-    return out
+    nginx = ctx.conf.nginx if ctx.conf is not None else None
+    if nginx is None:
+        return []
+    return [h for h in nginx.routes() if not h.pass_.conditional
+            and any(bind.serves(peer) for bind in b.binds for peer in h.pass_.peers)]
 
 
 def backend_of(ctx: Context, up: Upstream | None,
                server: Literal["uwsgi", "gunicorn"] | None) -> tuple[Backend, Bind | None] | None:
-    """The backend behind *up* (its config binds nginx's peer), else the only configured
-    backend of *server*; None when the configuration does not say which."""
+    """The backend behind *up* (its config binds nginx's peer); without an upstream, the
+    only configured backend of *server*; None when the configuration does not say which (a
+    peer no configured backend binds is another host's, or one not configured here)."""
     if ctx.conf is None:
         return None
     if up is not None:
         found = [(b, bind) for b, bind in ctx.conf.backends_for(up.peer)
                  if server is None or b.server == server]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            return None
+        return found[0] if len(found) == 1 else None
     only = ctx.conf.only(server) if server is not None else None
     return (only, None) if only is not None else None
 
@@ -225,6 +223,7 @@ def read_timeout(ctx: Context, up: Upstream, said: str, cause: str | None) -> Ad
     nginx, draft = ctx.conf.nginx, _Draft()
     behind = backend_of(ctx, up, None)
     limit: int | None = None
+    reason = ""
     if behind is None:
         unknown = (f"no uWSGI or gunicorn config given binds {up.peer}, so its request time "
                    f"limit is unknown: keep {family}_read_timeout above it.")
