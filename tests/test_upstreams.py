@@ -200,3 +200,19 @@ def test_each_upstream_gets_its_own_root_cause(host: Host) -> None:
     assert by_label[api].cause == "worker_harakiri" and "harakiri" in by_label[api].text
     assert by_label[blog].cause == "gunicorn_worker_timeout"
     assert "harakiri" not in by_label[blog].text and "timeout" in by_label[blog].text
+
+
+def test_a_line_nginx_may_have_cut_is_never_labelled_by_its_upstream(host: Host) -> None:
+    """nginx cuts its lines at 2048 bytes: past the request, the upstream field of such a
+    line may be the client's text, so it counts as other."""
+    api = f"uwsgi://127.0.0.1:{host.ports['api']}"
+    short = line("upstream_header_too_big", api)
+    long = short.replace(b" HTTP/1.1", b"?" + b"x" * (2046 - len(short)) + b" HTTP/1.1")
+    assert len(long) == 2047  # as long as nginx writes them: it may have cut it
+    totals = Totals()
+    pipeline = Pipeline(CATALOG, SPECS, SETTINGS, totals)
+    pipeline.set_host(read(host))
+    pipeline.feed(SPECS[0], SPECS[0].path, [long, line("upstream_header_too_big", api)])
+    key = ("upstream_header_too_big", "nginx")
+    assert {u: n for (i, s, u), n in totals.upstream_incidents.items() if (i, s) == key} == \
+        {"other": 1, api: 1}
