@@ -137,7 +137,7 @@ def test_check_config_says_it_in_one_line(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     cases = {
         'web_config = "latin1.yml"\n': "latin1.yml: file: not UTF-8",
-        'web_config = "a\\u0000b.yml"\n': "web_config: the path contains a NUL byte",
+        'web_config = "a\\u0000b.yml"\n': "web_config: must not contain NUL or line breaks",
     }
     for n, (line, message) in enumerate(cases.items()):
         config = write(tmp_path, line + f'[[log]]\npath = "{log}"\n', f"gw502d{n}.toml")

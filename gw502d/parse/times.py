@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from gw502d.parse import FORMATS
@@ -48,6 +49,12 @@ def _anchors(family: str) -> re.Pattern[bytes] | None:
     return re.compile(b"|".join(b"(?:" + a.replace(b"(?P<time>", b"(?P<t%d>" % n)
                                 .replace(b"(?P<ms>", b"(?P<m%d>" % n) + b")"
                                 for n, a in enumerate(fmt.anchors)))
+
+
+def is_anchor(family: str) -> Callable[[bytes], object] | None:
+    """A test of whether a line of *family* says when it was written (None: none can)."""
+    anchors = _anchors(family)
+    return None if anchors is None else anchors.match
 
 
 def written_at(family: str, line: bytes) -> float | None:

@@ -10,14 +10,16 @@ all its inputs and replays them in time order once everything is read.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
+from itertools import compress
 
 from gw502d.classify.block import Block, Match, Paired
 from gw502d.classify.events import Event, EventReader, Span
 from gw502d.classify.keys import Key, nest
 from gw502d.classify.matcher import Slot
 from gw502d.parse import FORMATS
-from gw502d.parse.times import written_at
+from gw502d.parse.times import is_anchor, written_at
 from gw502d.remediate.correlate import (
     DEFAULT_WINDOW,
     ROOT_CAUSE_PAIRS,
@@ -116,7 +118,8 @@ class Timeline:
 class _Spans:
     """The span of time an undated line of a block was written in: from the nearest line
     before it that says when it was written to the nearest one after (at a block's edge,
-    the window beside the one there is); only blocks with undated hits pay for it."""
+    the window beside the one there is). Only blocks with undated hits pay for it: one
+    pass in C finds the lines that say when, then each hit is a bisection."""
 
     _REACH = 5000  # lines looked at on each side
 
@@ -125,6 +128,7 @@ class _Spans:
         self._hits = block.hits
         self._slots = block.slots
         self._index: dict[int, int] | None = None
+        self._anchors: dict[str, list[int]] = {}  # family -> lines that say when, in order
         self._written: dict[tuple[str, int], float | None] = {}  # (family, line) -> when
 
     def __call__(self, m: Match) -> Span | None:
@@ -134,8 +138,11 @@ class _Spans:
         if i is None:
             return None
         family = self._slots[m.lastindex].family.name  # type: ignore[index]
-        low = self._nearest(family, range(i - 1, max(i - self._REACH, 0) - 1, -1))
-        high = self._nearest(family, range(i + 1, min(i + 1 + self._REACH, len(self._lines))))
+        anchors = self._anchors_of(family)
+        at = bisect.bisect_left(anchors, i)
+        after = bisect.bisect_right(anchors, i, at)
+        low = self._nearest(family, anchors, range(at - 1, -1, -1), i)
+        high = self._nearest(family, anchors, range(after, len(anchors)), i)
         if low is None:
             return None if high is None else (high - DEFAULT_WINDOW, high)
         if high is None:  # at a block's edge: the window beside the one there is
@@ -152,14 +159,24 @@ class _Spans:
             found[id(m)] = at
         return found
 
-    def _nearest(self, family: str, indexes: range) -> float | None:
-        """When the first line of *indexes* that says so was written (each line read once
-        per block: undated hits often share their neighbours)."""
-        written, lines = self._written, self._lines
-        for j in indexes:
+    def _anchors_of(self, family: str) -> list[int]:
+        found = self._anchors.get(family)
+        if found is None:
+            match = is_anchor(family)
+            found = self._anchors[family] = [] if match is None else list(
+                compress(range(len(self._lines)), map(match, self._lines)))
+        return found
+
+    def _nearest(self, family: str, anchors: list[int], order: range, i: int) -> float | None:
+        """When the nearest of *anchors* (taken in *order*) within reach of line *i* says it
+        was written (one whose time does not parse is passed over)."""
+        written = self._written
+        for j in map(anchors.__getitem__, order):
+            if abs(j - i) > self._REACH:
+                return None
             t = written.get((family, j), False)
             if t is False:
-                t = written[(family, j)] = written_at(family, lines[j])
+                t = written[(family, j)] = written_at(family, self._lines[j])
             if t is not None:
                 return t
         return None

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from gw502d.remediate.hostconf.result import os_reason
+
+E = TypeVar("E")  # one kind of edit
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +89,16 @@ class TextEdits:
             if new != old:
                 changes.append(FileChange(path, os.path.realpath(path), old, new))
         return Plan(tuple(changes), tuple(sentences), (*refused, *self.problems))
+
+
+def planned(edits: Iterable[E], edit: Callable[[E, TextEdits], tuple[bool, str]]) -> Plan:
+    """The plan of *edits*, each made by *edit* (which says whether it could, and why):
+    what could not be done is refused, the rest planned together."""
+    texts = TextEdits()
+    sentences: list[str] = []
+    refused: list[str] = []
+    for one in edits:
+        ok, said = edit(one, texts)
+        (sentences if ok else refused).append(said)
+    return texts.plan(sentences, refused)
+

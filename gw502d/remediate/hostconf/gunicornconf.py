@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gw502d.remediate.hostconf.change import Plan, TextEdits
+from gw502d.remediate.hostconf.change import Plan, TextEdits, planned
 from gw502d.remediate.hostconf.procs import PROC, Process, find_masters, read_process
 from gw502d.remediate.hostconf.result import Unreadable, Where, os_reason
 
@@ -244,13 +244,7 @@ class GunicornEdit:
 def plan_gunicorn(cfg: GunicornConfig, edits: Sequence[GunicornEdit]) -> Plan:
     """The diff that sets each setting in gunicorn.conf.py: the assignment in force is
     replaced, or one is appended; a setting the command line overrides is refused."""
-    texts = TextEdits()
-    sentences: list[str] = []
-    refused: list[str] = []
-    for edit in edits:
-        ok, said = _gunicorn_edit(cfg, edit, texts)
-        (sentences if ok else refused).append(said)
-    plan = texts.plan(sentences, refused)
+    plan = planned(edits, lambda edit, texts: _gunicorn_edit(cfg, edit, texts))
     for change in plan.changes:
         try:
             compile(change.new, change.path, "exec", dont_inherit=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from gw502d.remediate.hostconf.change import Plan, TextEdits
+from gw502d.remediate.hostconf.change import Plan, TextEdits, planned
 from gw502d.remediate.hostconf.procs import PROC, Process, find_masters, read_process
 from gw502d.remediate.hostconf.result import Unreadable, Where, os_reason
 from gw502d.remediate.hostconf.validate import UWSGI_SOCKETS
@@ -333,13 +333,7 @@ _INT_OPTIONS = frozenset(("buffer-size", "harakiri", "listen", "processes", "wor
 def plan_uwsgi(cfg: UwsgiConfig, edits: Sequence[UwsgiEdit]) -> Plan:
     """The diff that sets each option in the file that sets it (the line of the value in
     force), or adds it to the asked section of the main config file."""
-    texts = TextEdits()
-    sentences: list[str] = []
-    refused: list[str] = []
-    for edit in edits:
-        ok, said = _uwsgi_edit(cfg, edit, texts)
-        (sentences if ok else refused).append(said)
-    return texts.plan(sentences, refused)
+    return planned(edits, lambda edit, texts: _uwsgi_edit(cfg, edit, texts))
 
 
 def _uwsgi_edit(cfg: UwsgiConfig, edit: UwsgiEdit, texts: TextEdits) -> tuple[bool, str]:
