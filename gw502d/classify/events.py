@@ -9,7 +9,7 @@ conversion runs per distinct value. An :class:`Event` stands for ``n`` identical
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -49,18 +49,25 @@ class EventReader:
         self._facts: dict[RawKey, dict[str, Any]] = {}
         self._times: dict[bytes, float | None] = {}
 
-    def events(self, hits: list[Match], when: float | None, *, dated: bool) -> list[Event]:
+    def events(self, hits: list[Match], when: float | None, *, dated: bool,
+               at: Sequence[float | None] | None = None) -> list[Event]:
         """The events of *hits*: each at its line's own time with *dated* (*when* for lines
-        without one), else all at *when* (the daemon: their arrival)."""
+        without one), else all at *when* (the daemon: their arrival). *at*, when given, is
+        each hit's time from its source (a journal record's): it wins where it is known."""
         raws = self._read(hits)
         times = (time_bytes for (time_bytes,) in self._read_time(hits)) \
             if dated and self._dated else repeat(None)
-        key = self._key
-        out = []
-        for (stamp, raw), n in Counter(zip(times, raws, strict=False)).items():
-            t = self._time(stamp)
-            out.append(Event(when if t is None else t, key[0], key[1], self._convert(raw), n=n))
-        return out
+        if at is None:  # converted once per distinct stamp
+            found = Counter(zip(times, raws, strict=False)).items()
+            counted = ((self._time(stamp), raw, n) for (stamp, raw), n in found)
+        else:
+            sourced = (a if a is not None else self._time(stamp)
+                       for a, stamp in zip(at, times, strict=False))
+            counted = ((t, raw, n) for (t, raw), n in
+                       Counter(zip(sourced, raws, strict=False)).items())
+        incident, source = self._key
+        return [Event(when if t is None else t, incident, source, self._convert(raw), n=n)
+                for t, raw, n in counted]
 
     def _time(self, stamp: bytes | None) -> float | None:
         if stamp is None:

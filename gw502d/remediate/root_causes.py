@@ -6,6 +6,13 @@ slot, as :class:`~gw502d.classify.events.Event`\\ s. The daemon reads lines as t
 written, so a line's arrival is a clock every log shares, whatever its own time zone,
 format or lack of a time; a scan has only the lines' own times, so it keeps the events of
 all its inputs and replays them in time order once everything is read.
+
+A block whose source dates each line (``Block.times``: a journal record's
+``__REALTIME_TIMESTAMP``, on the same clock as arrival) gives its events those times in
+both: records read late (a burst after journalctl restarted) pair with the nginx symptoms
+of their own moment that still wait (the correlator keeps those within the window of the
+newest event), never with the symptoms that happen to arrive with them. A file's backlog
+read after a restart has no such times: it is stamped with its arrival.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class _Readers:
 
     def events(self, block: Block, *, dated: bool) -> list[Event]:
         out: list[Event] = []
+        index: dict[int, int] | None = None  # line (by id) -> its index, for block.times
         for k, slot, hits in block.runs:
             key = self._keys[k]
             if key not in WATCHED:
@@ -43,7 +51,12 @@ class _Readers:
             entry = self._readers.get(id(slot))
             if entry is None:
                 entry = self._readers[id(slot)] = (slot, EventReader(slot, key))
-            out += entry[1].events(hits, None if dated else block.time, dated=dated)
+            at = None
+            if block.times is not None:
+                if index is None:  # built in C, and only for a block with events
+                    index = dict(zip(map(id, block.lines), range(len(block.lines)), strict=True))
+                at = [block.times[index[id(m.string)]] for m in hits]
+            out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at)
         return out
 
 
