@@ -32,6 +32,7 @@ from gw502d.source.journal import (
     JournalReader,
     _Decoder,
     _output_args,
+    check,
 )
 from gw502d.source.spec import JournalSpec
 from gw502d.source.state import State, StateFile
@@ -371,6 +372,16 @@ def test_problems_are_named(tmp_path: Path) -> None:
         assert str(j.problem).startswith(PERMISSION_HINT), j.problem
         assert j.stats().errors >= 1
     assert sink.lines == [b"hello"]
+    # check-config asks the same questions once, without following
+    assert str(check(spec, journalctl=jctl)).startswith(PERMISSION_HINT)
+    assert check(spec) is None
+    (tmp_path / "none").mkdir()
+    assert check(JournalSpec("app", None, directory=str(tmp_path / "none"))) == (
+        f"no journal files in {tmp_path / 'none'}")
+    assert check(JournalSpec("app", None, directory=str(tmp_path / "gone"))) == (
+        f"Failed to open {tmp_path / 'gone'}: No such file or directory (status 1)")
+    assert check(spec, journalctl=["/nonexistent/journalctl"]) == (
+        "journalctl not found (/nonexistent/journalctl): install systemd")
 
 
 def test_reader_reads_a_directory_or_a_file_to_its_end(tmp_path: Path) -> None:
