@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from tests.servers.journal import (
     export_entry,
     kill_quietly,
     real_lines,
+    torture_run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -426,10 +426,7 @@ def test_torture_sigkills_during_appends_count_every_entry_once(
     count with the cursor (atomically, like the daemon's snapshot) while it is SIGKILLed at
     random moments and restarted from its snapshot. At the end the child has seen each
     number exactly once, in order. About 10 s by default; 60 s with ``-m slow``."""
-    seconds = float(os.environ.get("GW502D_TORTURE_SECONDS", "0")) or (
-        60.0 if request.config.getoption("markexpr").strip() == "slow" else 10.0)
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    seconds, seed, rng = torture_run(request.config.getoption("markexpr"), 10.0)
     jdir = tmp_path / "journal"
     jdir.mkdir()
     cfg = {"directory": str(jdir), "state_dir": str(tmp_path / "state")}

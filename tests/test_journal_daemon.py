@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -42,6 +41,7 @@ from tests.servers.journal import (
     StdoutPump,
     journalctls,
     kill_quietly,
+    torture_run,
 )
 from tests.servers.provoke import http_request, pass_block, status_of
 
@@ -299,6 +299,7 @@ def test_scan_reads_journals_with_their_times(tmp_path: Path, jdir: Path) -> Non
 # -- the torture test: SIGKILLs of the daemon during appends --------------------------------
 
 
+@pytest.mark.slow
 def test_torture_sigkills_during_appends_count_every_line_once(
         tmp_path: Path, jdir: Path, request: pytest.FixtureRequest) -> None:
     """A writer appends the catalog's example lines to the journal (in batches, between
@@ -306,10 +307,7 @@ def test_torture_sigkills_during_appends_count_every_line_once(
     error log, while the daemon is SIGKILLed at random moments and started again; at the
     end every incident and companion count is exact. About 20 s; ``GW502D_TORTURE_SECONDS``
     sets it."""
-    seconds = float(os.environ.get("GW502D_TORTURE_SECONDS", "0")) or (
-        60.0 if request.config.getoption("markexpr").strip() == "slow" else 20.0)
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    seconds, seed, rng = torture_run(request.config.getoption("markexpr"), 20.0)
     nginx = tmp_path / "error.log"
     nginx.touch()
     w = JournalWriter(jdir / "system.journal")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import struct
@@ -158,6 +159,15 @@ class StdoutPump:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def torture_run(markexpr: str, default: float) -> tuple[float, int, random.Random]:
+    """A torture test's length (``GW502D_TORTURE_SECONDS``; 60 s with ``-m slow``, else
+    *default*), its seed (printed on failure, to replay it) and its random source."""
+    seconds = float(os.environ.get("GW502D_TORTURE_SECONDS", "0")) or (
+        60.0 if markexpr.strip() == "slow" else default)
+    seed = random.randrange(1 << 30)
+    return seconds, seed, random.Random(seed)
 
 
 def journalctls(where: Path) -> list[int]:
