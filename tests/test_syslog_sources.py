@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,36 @@ def test_daemon_follows_syslog_files(logged: Any, daemon_factory: Any) -> None:
     # /incidents shows the messages, not rsyslog's prefixes
     assert lines and set(strip_block(lines).tags) == {b""}
     assert d.stop() == 0
+
+
+def test_scan_dates_syslog_lines_by_their_prefix(tmp_path: Path) -> None:
+    """A uWSGI death has no time of its own (no log-date): in a syslog file its prefix
+    dates it, so it explains the nginx symptom of its minute, not the oldest one an hour
+    before (which is what pairing by order would pick)."""
+    now = time.time() - 60
+
+    def nginx_at(t: float, line: str) -> str:
+        return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t)) + line[19:]
+
+    reset = ('2024/05/01 10:00:00 [error] 812#812: *12 recv() failed (104: Connection reset '
+             'by peer) while reading response header from upstream, client: 127.0.0.1, '
+             'server: localhost, request: "GET / HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031"')
+    close = ('2024/05/01 10:00:00 [error] 812#812: *11 upstream prematurely closed connection '
+             'while reading response header from upstream, client: 127.0.0.1, server: '
+             'localhost, request: "GET /slow HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031"')
+    prefix = time.strftime("%b %e %H:%M:%S", time.localtime(now)) + " web1 uwsgi[2201]: "
+    (tmp_path / "error.log").write_text(f"{nginx_at(now - 3600, reset)}\n"
+                                        f"{nginx_at(now, close)}\n")
+    (tmp_path / "syslog").write_text(
+        prefix + "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")
+    out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", "json",
+                          str(tmp_path)], capture_output=True, timeout=60, check=True, cwd=ROOT)
+    summary = json.loads(out.stdout)
+    assert summary["counts"]["worker_died"]["uwsgi"] == 1
+    assert summary["root_causes"] == {"upstream_premature_close": {"worker_oom_killed": 1}}
+    # the same death without its prefix is undated: paired by order, with the oldest
+    (tmp_path / "syslog").write_text(
+        "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")
+    out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", "json",
+                          str(tmp_path)], capture_output=True, timeout=60, check=True, cwd=ROOT)
+    assert json.loads(out.stdout)["root_causes"] == {"upstream_reset": {"worker_oom_killed": 1}}

@@ -15,9 +15,9 @@ names the writer) and passes it through the stages, in this order::
 Every stage has one signature (``Block -> None``) and keeps its own numbers; the exporter
 reads them through :class:`~gw502d.daemon.totals.Totals` when Prometheus asks. All
 stages run in the follower's thread or a journal follower's, under :attr:`Pipeline.lock`,
-taken once per block (up to 1 MiB of lines), never per line; a syslog prefix is stripped
-before it. A reload builds the stages of the new catalog
-outside the lock and swaps them in between two blocks.
+taken once per block (up to 1 MiB of lines), never per line (syslog prefixes are stripped
+before it is taken). A reload builds the stages of the new catalog outside the lock and
+swaps them in between two blocks.
 """
 
 from __future__ import annotations
