@@ -318,7 +318,7 @@ def test_torture_sigkills_during_appends_count_every_line_once(
         d.start()
         deadline = time.monotonic() + seconds
         next_kill = time.monotonic() + rng.uniform(0.5, 2.5)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or kills < 3:  # a slow box still gets three
             families = tuple(f for f in IDENTS if rng.random() < 0.6) or ("uwsgi",)
             if rng.random() < 0.05:
                 files += 1
@@ -346,7 +346,6 @@ def test_torture_sigkills_during_appends_count_every_line_once(
         assert d.stop() == 0
     print(f"daemon torture: {feeder.entries} entries, {kills} SIGKILLs, {files} new files, "
           f"seed {seed}")
-    assert kills >= 3
 
 
 # -- root causes across sources: a real uWSGI unit's journal and nginx's error log -----------

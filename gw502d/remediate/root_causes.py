@@ -55,9 +55,15 @@ class _Readers:
             if block.times is not None:
                 if index is None:  # built in C, and only for a block with events
                     index = dict(zip(map(id, block.lines), range(len(block.lines)), strict=True))
-                at = [block.times[index[id(m.string)]] for m in hits]
+                at = [_bucket(block.times[index[id(m.string)]]) for m in hits]
             out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at)
         return out
+
+
+def _bucket(t: float | None) -> float | None:
+    """A source's time to 10 ms: the same event's lines within it are one
+    :class:`Event` with a count (a file block's lines share one arrival time too)."""
+    return None if t is None else round(t, 2)
 
 
 class RootCauses:
