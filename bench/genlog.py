@@ -20,8 +20,8 @@ Modes:
 - ``mixed``: a busy site's error logs, one file: ~10 % incident lines among nginx 404s and
   notices, uWSGI request lines (63 %), companions and decoys (0.05 % of lines: a benign
   404 whose referrer or URI, sent by the client, carries an incident message);
-- ``long``: mixed, with ~20 % of lines 4-16 KB (long URIs and referrers; a stress test:
-  nginx itself cuts a record at 2048 bytes);
+- ``long``: mixed, with ~20 % of lines 4-16 KB (long URIs in uWSGI's request lines;
+  nginx's records with long URIs and referrers are cut at 2047 bytes, as nginx does);
 - ``quiet``: mixed without incidents (benign lines and decoys): the cost of a line the
   catalog does not know;
 - ``storm``: a 502 storm as it is logged: every line an incident, bursts of 1,000-8,000
@@ -50,7 +50,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The version of the stream: part of the cached file names, bumped when lines change.
-VERSION = 3
+VERSION = 5
+NGX_MAX_ERROR_STR = 2048  # src/core/ngx_log.h
 MODES = ("mixed", "long", "quiet", "storm", "storm-spread")
 START = 1795143600  # 2026-11-20 03:00:00 UTC: a night
 
@@ -123,6 +124,13 @@ class Clock:
                 " %H:%M:%S %Y", g)
             self.gunicorn = time.strftime("%Y-%m-%d %H:%M:%S +0000", g)
             self._at = self.t
+
+    def ctime_before(self, seconds: int) -> str:
+        """ctime(3) of *seconds* ago: when a request that ends now began."""
+        if not seconds:
+            return self.ctime
+        g = time.gmtime(self.t - seconds)
+        return time.strftime("%a %b ", g) + f"{g.tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", g)
 
 
 class Servers:
@@ -215,7 +223,7 @@ class Servers:
         line += f', host: "{host}"'
         if referrer is not None:
             line += f', referrer: "{referrer}"'
-        return line
+        return line[:NGX_MAX_ERROR_STR - 1]  # nginx cuts its records there
 
     def nginx_upstream(self) -> tuple[str, bool]:
         """An upstream address and whether nginx appends the URI (proxy_pass to gunicorn)."""
@@ -247,11 +255,13 @@ class Servers:
         if long:
             path += ("&" if "?" in path else "?") + "q=" + self.pad(max(0, long - 220 - len(path)))
         self.clock.stamp()
+        # written when the request ends (now), stamped with when it began
+        msecs = rng.randint(0, 3000)
         line = (f"[pid: {self.worker_pids[w]}|app: 0|req: {self.requests[w]}/"
                 f"{self.total_requests}] {rng.choice(self.ips)} () {{{rng.randint(28, 44)} vars "
-                f"in {rng.randint(400, 1200)} bytes}} [{self.clock.ctime}] {self.method()} "
-                f"{path} => generated {rng.randint(0, 250000)} bytes in "
-                f"{rng.randint(0, 3000)} msecs (HTTP/1.1 {status}) {rng.randint(2, 9)} headers "
+                f"in {rng.randint(400, 1200)} bytes}} [{self.clock.ctime_before(msecs // 1000)}] "
+                f"{self.method()} {path} => generated {rng.randint(0, 250000)} bytes in "
+                f"{msecs} msecs (HTTP/1.1 {status}) {rng.randint(2, 9)} headers "
                 f"in {rng.randint(60, 400)} bytes ({rng.randint(1, 3)} switches on core "
                 f"{rng.randrange(2)})")
         if rng.random() < 0.1:
@@ -285,6 +295,14 @@ class Events:
         self.rng = servers.rng
         self.companions = companions
         self.long = 0  # target length of the next line (long mode), 0 for an ordinary one
+        self.caused: list[tuple[str, str]] = []  # (nginx incident, cause) of the last event
+
+    def _caused_by(self, cause: str, symptom: Lines) -> Lines:
+        """*symptom*, the nginx line a backend *cause* produced: the pair gw502d should find."""
+        label = symptom[0][0]
+        assert label is not None
+        self.caused.append((label[0], cause))
+        return symptom
 
     # -- nginx alone -------------------------------------------------------------------------
 
@@ -381,20 +399,22 @@ class Events:
     # -- uWSGI and gunicorn, with the nginx line each causes ---------------------------------
 
     def block_too_big(self) -> Lines:
-        """A request whose headers exceed buffer-size: uWSGI drops it, nginx sees the close."""
+        """A request whose headers exceed buffer-size: uWSGI drops it unread, nginx sees a
+        reset (recorded from real servers: tests/data/real/mixed-*)."""
         size = self.rng.randint(4097, 65535)
         while size in HTTP_BLOCK_SIZES:
             size += 1
         out: Lines = [(("request_block_too_big", "uwsgi"), self.s.uwsgi(
             f"invalid request block size: {size} (max 4096)...skip"))]
-        return out + self.premature_close(UWSGI_TCP)
+        return out + self._caused_by("request_block_too_big", self.reset(UWSGI_TCP))
 
     def protocol_mismatch(self) -> Lines:
         """HTTP sent to uWSGI's uwsgi-protocol socket (proxy_pass to a ``socket =``)."""
         size = self.rng.choice(HTTP_BLOCK_SIZES)
         out: Lines = [(("protocol_mismatch", "uwsgi"), self.s.uwsgi(
             f"invalid request block size: {size} (max 4096)...skip"))]
-        return out + self.premature_close("http://127.0.0.1:3031")
+        return out + self._caused_by("protocol_mismatch",
+                                     self.premature_close("http://127.0.0.1:3031"))
 
     def broken_pipe(self) -> Lines:
         s, rng = self.s, self.rng
@@ -439,7 +459,7 @@ class Events:
                                    f"{path} since {s.clock.t - 30}", dated=True)),
                     (None, s.uwsgi(f"HARAKIRI !!! end of worker {worker} status !!!",
                                    dated=True))]
-        out += self.premature_close(UWSGI_TCP)
+        out += self._caused_by("worker_harakiri", self.premature_close(UWSGI_TCP))
         # the killed worker's death ends the harakiri (same pid): counted with it, once
         out.append((end_of(("worker_died", "uwsgi")), s.uwsgi(
             f"DAMN ! worker {worker} (pid: {pid}) died, killed by signal 9 :( trying respawn ...")))
@@ -451,6 +471,7 @@ class Events:
         worker, pid = s.worker()
         out: Lines = []
         died_is: Label = ("worker_died", "uwsgi")
+        cause = "worker_oom_killed"
         if rng.random() < 0.7:
             died = f"DAMN ! worker {worker} (pid: {pid}) died, killed by signal 9 :( trying " \
                    "respawn ..."
@@ -460,8 +481,9 @@ class Events:
                             s.uwsgi(f"!!! uWSGI process {pid} got Segmentation Fault !!!")))
                 died_is = end_of(died_is)
             died = f"DAMN ! worker {worker} (pid: {pid}) died :( trying respawn ..."
+            cause = "worker_crashed"
         symptom = self.premature_close if rng.random() < 0.7 else self.reset
-        out += symptom(UWSGI_TCP)
+        out += self._caused_by(cause, symptom(UWSGI_TCP))
         out.append((died_is, s.uwsgi(died)))
         return out + self._respawned(worker)
 
@@ -477,7 +499,7 @@ class Events:
         pid = self.rng.choice(s.gunicorn_pids)
         out: Lines = [(("worker_timeout", "gunicorn"), s.gunicorn(
             GUNICORN_MASTER, "CRITICAL", f"WORKER TIMEOUT (pid:{pid})"))]
-        out += self.premature_close(GUNICORN)
+        out += self._caused_by("gunicorn_worker_timeout", self.premature_close(GUNICORN))
         if self.companions:
             out += [(None, s.gunicorn(pid, "ERROR", f"Error handling request {s.path()}")),
                     (None, "Traceback (most recent call last):"),
@@ -491,7 +513,7 @@ class Events:
     def gunicorn_killed(self) -> Lines:
         s = self.s
         pid = self.rng.choice(s.gunicorn_pids)
-        out = self.premature_close(GUNICORN)
+        out = self._caused_by("gunicorn_worker_killed", self.premature_close(GUNICORN))
         out.append((("worker_killed", "gunicorn"), s.gunicorn(
             GUNICORN_MASTER, "ERROR", f"Worker (pid:{pid}) was sent SIGKILL! Perhaps out of "
                                       "memory?")))
@@ -674,8 +696,13 @@ def spread_seconds(rng: random.Random) -> Iterator[int]:
         yield rng.randint(25, 45)
 
 
-def stream(mode: str, seed: int) -> Iterator[tuple[Label, str, int]]:
-    """Every (label, line, log second) of *mode*, forever; deterministic for (mode, seed)."""
+Pairs = tuple[tuple[str, str], ...]
+
+
+def stream(mode: str, seed: int) -> Iterator[tuple[Label, str, int, Pairs]]:
+    """Every (label, line, log second, pairs) of *mode*, forever; deterministic for (mode,
+    seed). An event's (nginx incident, cause) pairs come with its last line, so a file cut
+    in the middle of an event has none of its pairs in the truth."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     storm = mode.startswith("storm")
@@ -692,20 +719,31 @@ def stream(mode: str, seed: int) -> Iterator[tuple[Label, str, int]]:
         episodes = site_events(ev, incidents=mode != "quiet",
                                long_p=0.225 if mode == "long" else 0.0)
     for lines in episodes:
-        for label, line in lines:
-            yield label, line, clock.t
+        caused, ev.caused = tuple(ev.caused), []
+        for i, (label, line) in enumerate(lines, 1 - len(lines)):
+            yield label, line, clock.t, caused if i == 0 else ()
+
+
+def nest_pairs(pairs: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """``{nginx incident: {cause: n}}``, gw502d scan's ``root_causes`` shape."""
+    out: dict[str, dict[str, int]] = {}
+    for (incident, cause), n in sorted(pairs.items()):
+        out.setdefault(incident, {})[cause] = n
+    return out
 
 
 def generate(path: Path, mode: str, n: int, seed: int = 502) -> dict[str, object]:
     """Write *n* lines of *mode* to *path* and the truth next to it; return the truth."""
     counts: dict[str, dict[str, int]] = {}
     shapes: dict[str, dict[str, int]] = {}  # lines per incident shape, ends included
+    root_causes: Counter[tuple[str, str]] = Counter()
     per_second: Counter[int] = Counter()
     decoys = long_lines = size = written = 0
     tmp = path.with_name(path.name + ".tmp")
     batch: list[str] = []
     with tmp.open("w", encoding="ascii", newline="\n") as f:
-        for label, line, t in stream(mode, seed):
+        for label, line, t, caused in stream(mode, seed):
+            root_causes.update(caused)
             if label == DECOY:
                 decoys += 1
             elif label is not None:
@@ -735,6 +773,9 @@ def generate(path: Path, mode: str, n: int, seed: int = 502) -> dict[str, object
                                  "max": max(per_second.values(), default=0)},
         "counts": {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
         "shapes": {k: dict(sorted(v.items())) for k, v in sorted(shapes.items())},
+        # the generator's cause of each nginx line a backend event produced; other lines of
+        # the same kind near a cause may pair as well (gw502d cannot tell them apart)
+        "root_causes": nest_pairs(root_causes),
     }
     Path(f"{path}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return truth

@@ -60,11 +60,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(port: int, path: str) -> tuple[int, bytes, int]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, int]:
     """Status, body and the monotonic ns the answer was complete, on a new connection."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         body = resp.read()
         return resp.status, body, time.monotonic_ns()
@@ -88,9 +88,18 @@ def samples(body: bytes, name: str, labels: Sequence[str] = ()) -> dict[tuple[st
 
 def incident_counts(body: bytes) -> Counts:
     """``gw502d_incidents_total`` as ``{incident: {source: n}}``, zeros left out."""
+    return _nested(samples(body, INCIDENTS, INCIDENT_LABELS))
+
+
+def root_cause_counts(body: bytes) -> Counts:
+    """``gw502d_root_causes_total`` as ``{incident: {cause: n}}``, zeros left out."""
+    return _nested(samples(body, ROOT_CAUSES, ("incident", "cause")))
+
+
+def _nested(series: dict[tuple[str, ...], float]) -> Counts:
     counts: Counts = {}
-    for (incident, source), n in samples(body, INCIDENTS, INCIDENT_LABELS).items():
-        counts.setdefault(incident, {})[source] = int(n)
+    for (outer, inner), n in series.items():
+        counts.setdefault(outer, {})[inner] = int(n)
     return nonzero(counts)
 
 
@@ -241,7 +250,7 @@ def wait_lines(daemon: Daemon, total: int, *, slowest: float = 0.25,
         time.sleep(min(max(wait, 0.005), slowest))
 
 
-def settled(daemon: Daemon, truth: Counts, seconds: float = 3.0) -> tuple[Counts, int]:
+def settled(daemon: Daemon, truth: Counts, seconds: float = 3.0) -> tuple[Counts, Counts]:
     """Incident counts once they equal *truth* (or as they are after *seconds*), and the
     root causes paired so far.
 
@@ -253,7 +262,7 @@ def settled(daemon: Daemon, truth: Counts, seconds: float = 3.0) -> tuple[Counts
         body = daemon.metrics()[0]
         counts = incident_counts(body)
         if counts == truth or time.monotonic() > deadline:
-            return counts, int(sum(samples(body, ROOT_CAUSES).values()))
+            return counts, root_cause_counts(body)
         time.sleep(0.02)
 
 
@@ -267,7 +276,7 @@ class FollowRun:
     lag: float  # writer's last write -> lines_total == the dataset's lines
     writer: float  # first write -> last write
     counts: Counts = field(default_factory=dict)
-    root_causes: int = 0
+    root_causes: Counts = field(default_factory=dict)
     scrapes: int = 0
 
 

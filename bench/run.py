@@ -7,8 +7,9 @@ lines at ~35 a second of log time) and long. Then it runs every tool on a datase
 round (one run of each tool, then the next round), so a noisy neighbour slows all of them
 alike. For each run: wall time, CPU time and peak RSS of the child (os.wait4). Prints
 medians, lines/s, the ratio to mtail (by wall time, the target's measure, and by CPU time,
-steadier on a loaded machine) and the root causes gw502d paired, and checks every
-tool's counts per (incident, source) against the generator's truth.
+steadier on a loaded machine) and the root causes gw502d paired (and how many of them
+are pairs the generator made: a backend event and the nginx line it caused), and checks
+every tool's counts per (incident, source) against the generator's truth.
 
 - ``gw502d-scan``: ``gw502d scan --format json FILE``;
 - ``gw502d-follow``: the daemon as a tailer (harness.py): ``gw502d run`` follows an empty
@@ -38,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,15 +58,14 @@ class Run(NamedTuple):
     cpu: float
     rss_mb: float
     counts: Counts
-    root_causes: int | None
+    root_causes: Counts | None  # {nginx incident: {cause: n}}
     lag: float | None = None  # gw502d-follow: last write -> every line read
 
 
 def scan_run(path: Path, facts: dict[str, Any]) -> Run:
     wall, cpu, rss, stdout = run_child(gw502d("scan", "--format", "json", str(path)))
     result = json.loads(stdout)
-    causes = sum(n for per in result["root_causes"].values() for n in per.values())
-    return Run(wall, cpu, rss, nonzero(result["counts"]), causes)
+    return Run(wall, cpu, rss, nonzero(result["counts"]), nonzero(result["root_causes"]))
 
 
 def follow_run(path: Path, facts: dict[str, Any]) -> Run:
@@ -121,12 +122,23 @@ def measure(path: Path, chosen: dict[str, Callable[[Path, dict[str, Any]], Run]]
     for name, rs in runs.items():
         wall = statistics.median(r.wall for r in rs)
         causes = [r.root_causes for r in rs if r.root_causes is not None]
+        pairs = [_pairs(c) for c in causes]
         rows[name] = {"wall": wall, "cpu": statistics.median(r.cpu for r in rs),
                       "rss_mb": max(r.rss_mb for r in rs), "lines_per_s": facts["lines"] / wall,
-                      "root_causes": int(statistics.median(causes)) if causes else None,
+                      "root_causes": int(statistics.median(map(total, pairs))) if causes else None,
+                      "agreeing": int(statistics.median(total(p & _pairs(facts["root_causes"]))
+                                                        for p in pairs)) if causes else None,
                       "walls": [r.wall for r in rs],
                       "lags": [r.lag for r in rs if r.lag is not None]}
     return {"truth": {k: v for k, v in facts.items() if k != "counts"}, "tools": rows}, ok
+
+
+def _pairs(counts: Counts) -> Counter[tuple[str, str]]:
+    return Counter({(outer, inner): n for outer, per in counts.items() for inner, n in per.items()})
+
+
+def total(pairs: Counter[tuple[str, str]]) -> int:
+    return sum(pairs.values())
 
 
 def main() -> int:
@@ -172,13 +184,15 @@ def print_tables(results: dict[str, Any], rounds: int) -> None:
               f"{t['log_seconds']:,} s of log time ({per_s['mean']:,.0f} lines/s on average, "
               f"{per_s['max']:,} in the busiest second)\n")
         mtail = rows.get("mtail")
+        made = total(_pairs(t["root_causes"]))
         print("| tool | median s | lines/s | CPU s | peak RSS MB | vs mtail | vs mtail, CPU | "
-              "root causes |")
+              f"root causes found (as generated, of {made:,}) |")
         print("|---|--:|--:|--:|--:|--:|--:|--:|")
         for name, r in rows.items():
             ratio = f"{r['lines_per_s'] / mtail['lines_per_s']:.2f}x" if mtail else "n/a"
             by_cpu = f"{mtail['cpu'] / r['cpu']:.2f}x" if mtail and r["cpu"] else "n/a"
-            causes = "n/a" if r["root_causes"] is None else f"{r['root_causes']:,}"
+            causes = "n/a" if r["root_causes"] is None else (
+                f"{r['root_causes']:,} ({r['agreeing']:,})")
             print(f"| {name} | {r['wall']:.3f} | {r['lines_per_s'] / 1e6:.2f}M | {r['cpu']:.2f} "
                   f"| {r['rss_mb']:.0f} | {ratio} | {by_cpu} | {causes} |")
         if rows.get(FOLLOW, {}).get("lags"):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian 12 machine, then run them.
 # Real servers come from Debian (nginx, uWSGI, Prometheus/promtool, systemd-analyze,
-# journal files, rsyslog, podman) and PyPI (gunicorn, Flask, other server versions); every
-# test binds 127.0.0.1 only. The tests run on Debian's own python3, in a virtual environment
+# journal files, rsyslog, podman, and chromium with its driver for the page's browser tests)
+# and PyPI (gunicorn, Flask, other server versions, Selenium); every test binds 127.0.0.1
+# only. The tests run on Debian's own python3, in a virtual environment
 # (PEP 668 keeps pip out of the system one) that gets gw502d built and installed as users get
 # it, not in editable mode. Extra arguments go to pytest.
 set -euo pipefail
@@ -24,7 +25,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-dev gcc libc6-dev pipx \
   nginx-light uwsgi-core uwsgi-plugin-python3 prometheus mtail \
   systemd systemd-journal-remote rsyslog \
-  podman runc mmdebstrap slirp4netns stress-ng >/dev/null
+  podman runc mmdebstrap slirp4netns stress-ng chromium chromium-driver >/dev/null
 
 venv="${GW502D_TEST_VENV:-.venv}"
 /usr/bin/python3 -m venv "$venv"

@@ -166,8 +166,16 @@ def test_garbage_around_an_incident_message_never_crashes(junk, poison):
 
 
 def test_very_long_line_is_classified_on_its_head():
-    line = NGX + MESSAGES[0] + b', client: 1.2.3.4, server: x, request: "GET /' + b"a" * (10 << 20)
-    assert incident(line) == "upstream_header_too_big"
+    line = b"invalid request block size: 4363 (max 4096)...skip" + b" a" * (5 << 20)
+    assert incident(line) == "request_block_too_big"
+
+
+def test_a_line_longer_than_nginx_writes_is_not_nginx():
+    """nginx cuts its records at 2047 bytes (NGX_MAX_ERROR_STR): a longer line with its
+    prefix was written by something else, and its templates are not even tried."""
+    head = NGX + MESSAGES[0] + b', client: 1.2.3.4, server: x, request: "GET /'
+    assert incident(head + b"a" * (2047 - len(head))) == "upstream_header_too_big"
+    assert incident(head + b"a" * (10 << 20)) is None
 
 
 HARAKIRI_77 = b"Thu May  2 10:00:00 2024 - *** HARAKIRI ON WORKER 1 (pid: 77, try: 1) ***"

@@ -55,8 +55,8 @@ def test_scan_jsonl_one_object_per_occurrence_with_record_line(tmp_path):
     assert [r["incident"] for r in records] == [
         "upstream_header_too_big", "request_block_too_big", "upstream_header_too_big",
         "client_disconnect"]
-    assert all(set(r) == {"path", "line", "source", "incident", "fields", "remediation"}
-               for r in records)
+    assert all(set(r) == {"path", "line", "source", "incident", "fields", "root_cause",
+                          "remediation"} for r in records)
     assert [r["line"] for r in records] == [1, 3, 4, 5]  # the traceback starts at line 5
     assert records[1]["fields"] == {"block_size": 4363, "max": 4096}
 

@@ -11,6 +11,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from gw502d.export.metric_names import METRIC_NAMES, PER_JOURNAL
+from gw502d.remediate.correlate import ROOT_CAUSE_PAIRS
 from tests.daemon import (
     CATALOG,
     LOGS,
@@ -72,7 +75,7 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     causes = series(samples, "gw502d_root_causes_total")
     # every (symptom, cause) series exists; the example lines, written within seconds of
     # each other, pair a few nginx symptoms with uWSGI/gunicorn causes
-    assert len(causes) == 21 and all(v >= 0 for v in causes.values())
+    assert len(causes) == len(ROOT_CAUSE_PAIRS) and all(v >= 0 for v in causes.values())
     per_log = series(samples, "gw502d_log_lines_total")
     assert {dict(k)["log"] for k in per_log} == set(LOGS)
     for name, path in logs.items():
@@ -100,8 +103,12 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     assert "upstream_header_too_big" in page and "uwsgi://" in page
     # Remediation texts hold <placeholders> and facts from logs: text, never markup.
     assert "&lt;" in page
-    assert page_tags(page) <= {"html", "head", "meta", "title", "style", "body", "h1", "p",
-                               "a", "table", "thead", "tbody", "tr", "th", "td"}
+    assert page_tags(page) <= {"html", "head", "meta", "title", "style", "script", "body",
+                               "header", "nav", "main", "section", "article", "details",
+                               "summary", "div", "span", "small", "time", "h1", "h2", "h3", "p",
+                               "b", "a", "code", "wbr", "ul", "li", "dl", "dt", "dd", "svg",
+                               "rect", "line", "table", "thead", "tbody", "tr", "th",
+                               "td"}
 
     events = [e for e in d.events() if e.get("event") == "incident"]
     assert {(e["incident"], e["source"]) for e in events} == set(want)
@@ -145,6 +152,11 @@ def test_reload_keeps_counters_and_refuses_a_broken_config(
     d.wait_for(lambda: d.metrics()[reload_ok] == 0, "the failed reload")
     errors = [e for e in d.events() if e.get("event", "").startswith("reload failed")]
     assert "log[2].family" in errors[-1]["error"]
+    # every failed attempt is said at once (the operator is waiting for the answer)
+    d.send(signal.SIGHUP)
+    d.wait_for(lambda: len([e for e in d.events()
+                            if e.get("event", "").startswith("reload failed")]) == 2,
+               "the second failed reload's event")
     # The old configuration still runs and nothing was reset.
     more, _ = feed_examples({"nginx": logs["nginx"]})
     want += more
@@ -309,3 +321,38 @@ def test_cardinality_and_memory_stay_flat_under_attacker_chosen_values(
         text = dict(labels)["remediation"]
         assert not re.search(r"\b10\.\d+\.\d+\.\d+|example|/item/|/export/", text), text
     assert d.stop() == 0
+
+
+def test_health_says_when_the_daemon_cannot_do_its_job(tmp_path: Path,
+                                                      daemon_factory: Any) -> None:
+    """No configured log can be followed, or state cannot be saved: 503 with the reason,
+    and a metric says how many configured logs are followed."""
+    missing = tmp_path / "later.log"
+    d = daemon_factory(config_text({"nginx": missing}))
+    d.start(wait=False)
+    d.wait_for(lambda: d.get("/healthz")[0] == 503, "/healthz 503")
+    assert "no configured log is being followed" in d.get("/healthz")[1]
+    assert d.metrics()[("gw502d_logs_followed", frozenset())] == 0
+    missing.write_text("")
+    d.wait_for(lambda: d.get("/healthz")[0] == 200, "/healthz 200 once the log appears")
+    assert d.metrics()[("gw502d_logs_followed", frozenset())] == 1
+    assert d.stop() == 0
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory should be")
+    log = tmp_path / "app.log"
+    log.write_text("")
+    e = daemon_factory(config_text({"nginx": log}), args=("--state-dir", str(blocked)))
+    e.start(wait=False)
+    e.wait_for(lambda: "cannot save state" in e.get("/healthz")[1], "/healthz says why")
+    assert e.get("/healthz")[0] == 503
+    assert e.stop() == 0
+
+
+def test_a_path_with_a_nul_is_one_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('state_dir = "/var/lib/gw\\u0000x"\n[[log]]\npath = "/a.log"\n')
+    result = subprocess.run([sys.executable, "-m", "gw502d", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "state_dir" in result.stderr

@@ -31,6 +31,7 @@ from gw502d.export.listen import Listen
 from gw502d.export.webconfig import load_web_config
 from gw502d.source.follower import LogStats
 from gw502d.source.spec import LogSpec
+from tests.samples import timeout_line
 
 CATALOG = load_catalog()
 NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")
@@ -38,16 +39,8 @@ UWSGI = LogSpec("/var/log/uwsgi/app.log", "uwsgi", "uwsgi")
 ANY = LogSpec("/var/log/app/*.log", "app", None)
 
 
-def timeout_line(upstream: str, client: str = "10.0.0.1") -> bytes:
-    return (f"2024/05/01 10:00:00 [error] 812#812: *7 upstream timed out (110: Connection timed "
-            f"out) while reading response header from upstream, client: {client}, server: "
-            f'localhost, request: "GET /slow?id=1 HTTP/1.1", upstream: "{upstream}/slow", '
-            'host: "localhost"').encode()
 
 
-BLOCK = b"invalid request block size: 4363 (max 4096)...skip"
-SIGPIPE = (b"SIGPIPE: writing to a closed pipe/socket/fd (probably the client disconnected) "
-           b"on request /x (ip 10.0.0.7) !!!")
 
 
 def test_repeated_warnings_are_limited() -> None:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw502d.daemon.counters import Counters
 from test_prometheus_scrape import Prometheus
 
 from gw502d.classify.catalog import load_catalog
+from gw502d.daemon.pipeline import Pipeline, Settings
+from gw502d.daemon.totals import Totals
 from gw502d.export.collector import Scrape, build_registry
 from gw502d.export.hosts import HostPolicy
 from gw502d.export.http import Exporter, Limits, Site
@@ -150,7 +151,7 @@ def test_client_failures_are_quiet(tmp_path: Path, tls_files: tuple[Path, Path])
 @contextlib.contextmanager
 def serving(limits: Limits) -> Iterator[Exporter]:
     """An in-process exporter whose ``/`` is 16 MiB (more than the kernel buffers)."""
-    counters = Counters(CATALOG, [], incidents_buffer=10, redact=True)
+    counters = Pipeline(CATALOG, [], Settings(10, True, 5.0), Totals())
     site = Site(build_registry(lambda: Scrape(counters.numbers(), {}, True, 1.0)),
                 health=lambda: None, incidents=lambda query: [],
                 page=lambda nonce: "<html>" + "x" * (16 << 20), web=None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
-from gw502d.export.incidents import IncidentQuery, RecentIncidents
+from gw502d.export.incidents import IncidentQuery, RecentIncidents, Seen
 from tests.daemon import DaemonProcess, config_text
 
 # claim: uWSGI's write error (core/writer.c) and block-size line, typed here
@@ -119,13 +119,13 @@ def test_ids_stay_with_their_lines() -> None:
     slot = classifier.slots[m.lastindex]
     recent = RecentIncidents(5)
     for n in range(3):
-        recent.add((slot, BLOCK.encode(), float(n), "uwsgi"))
+        recent.add(Seen(slot, BLOCK.encode(), float(n), "uwsgi"))
     first = [n for n, _ in recent.numbered()]
     assert first == [1, 2, 3]
-    recent.add((slot, BLOCK.encode(), 3.0, "uwsgi"))
+    recent.add(Seen(slot, BLOCK.encode(), 3.0, "uwsgi"))
     assert [n for n, _ in recent.numbered()] == [1, 2, 3, 4]
     for n in range(12):  # more than the buffer holds since the last look
-        recent.add((slot, BLOCK.encode(), 10.0 + n, "uwsgi"))
+        recent.add(Seen(slot, BLOCK.encode(), 10.0 + n, "uwsgi"))
     later = [n for n, _ in recent.numbered()]
     assert later == sorted(later) and later[0] > 4 and len(later) == 5
     recent.resize(3)  # a reload keeps the newest lines and their ids

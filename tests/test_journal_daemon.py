@@ -107,8 +107,15 @@ def companions_of(samples: Any) -> dict[Key, float]:
 
 
 def children(d: DaemonProcess, jdir: Path) -> list[int]:
-    """The journalctl processes the daemon runs for *jdir*."""
-    return [p for p in journalctls(jdir) if _parent(p) == d.pid]
+    """The journalctl --follow the daemon runs for *jdir* (not its short probes)."""
+    return [p for p in journalctls(jdir) if _parent(p) == d.pid and b"--follow\0" in _argv(p)]
+
+
+def _argv(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _parent(pid: int) -> int:
@@ -164,7 +171,8 @@ def test_journal_entries_are_counted_paired_saved_and_exported(
     # journalctl killed under the daemon: restarted at its cursor, counts stay exact
     for n in (1, 2):
         d.wait_for(lambda: len(children(d, jdir)) == 1, "journalctl running")
-        os.kill(children(d, jdir)[0], signal.SIGKILL)
+        (pid,) = children(d, jdir)
+        os.kill(pid, signal.SIGKILL)
         feeder.feed(("uwsgi",), nginx=False)
         d.wait_for(lambda n=n: journal_value(d.metrics(), "gw502d_journal_restarts_total") >= n,
                    "journalctl restarted")

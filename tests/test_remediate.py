@@ -29,7 +29,7 @@ from gw502d.classify.matcher import Classifier
 from gw502d.classify.tally import Tallies
 from gw502d.remediate.advice import MAX_TEXT, Advice, Context, advise
 from gw502d.remediate.backend import UWSGI_MAX_PACKET, listen_backlog, uwsgi_buffer_size
-from gw502d.remediate.correlate import CAUSES, Correlator
+from gw502d.remediate.correlate import CAUSE_OF_INCIDENT, CAUSES, Correlator
 from gw502d.remediate.host import HostFacts, host_facts
 from gw502d.remediate.nginx import FAMILIES, Upstream, header_buffers, render, size_text
 from tests.servers.harness import Nginx, Uwsgi, free_port, make_workdir
@@ -62,16 +62,11 @@ FACT_VARIANTS: list[dict[str, Any]] = [
 def correlated(cause: str, upstream: str | None) -> Correlator:
     """A correlator that has paired *cause* with a premature close and a timeout."""
     c = Correlator()
-    backend = {"worker_harakiri": ("worker_harakiri", "uwsgi", {}),
-               "worker_oom_killed": ("worker_died", "uwsgi", {"signal": 9}),
-               "worker_crashed": ("worker_died", "uwsgi", {"signal": 11}),
-               "request_block_too_big": ("request_block_too_big", "uwsgi", {}),
-               "protocol_mismatch": ("protocol_mismatch", "uwsgi", {}),
-               "gunicorn_worker_timeout": ("worker_timeout", "gunicorn", {}),
-               "gunicorn_worker_killed": ("worker_killed", "gunicorn", {})}[cause]
+    backend = {name: (*key, {}) for key, name in CAUSE_OF_INCIDENT.items()}
+    backend["worker_oom_killed"] = ("worker_died", "uwsgi", {"signal": 9})
     facts = {"upstream": upstream} if upstream else {}
-    for n, symptom in enumerate(("upstream_premature_close", "upstream_timeout")):
-        c.observe(Event(10.0 * n, *backend))
+    for n, symptom in enumerate(CAUSES[cause].explains):
+        c.observe(Event(10.0 * n, *backend[cause]))
         c.observe(Event(10.0 * n + 1, symptom, "nginx", facts))
     return c
 
@@ -206,15 +201,11 @@ def test_cause_counts_can_come_from_the_daemon() -> None:
     assert advise(close, facts, Context(HOSTS[0], causes=dict.fromkeys(saved, 0))).cause is None
 
 
-def test_worker_death_after_harakiri_is_not_called_oom() -> None:
+def test_a_worker_death_is_an_oom_kill_or_a_crash() -> None:
+    """Deaths after a harakiri are its companions (tests/test_classify.py): a worker_died
+    left is SIGKILLed by someone else, most likely the OOM killer, or crashed."""
     died = CATALOG.incident("worker_died", "uwsgi")
-    c = Correlator()
-    c.observe(Event(1.0, "worker_harakiri", "uwsgi", {"worker_pid": 5}))
-    c.observe(Event(2.0, "worker_died", "uwsgi", {"worker_pid": 5, "signal": 9}))
-    after = advise(died, [({"signal": 9}, 1)], Context(HOSTS[0], correlator=c))
-    assert after.cause == "worker_harakiri" and "OOM" not in after.text
-    c.observe(Event(9.0, "worker_died", "uwsgi", {"worker_pid": 6, "signal": 9}))
-    oom = advise(died, [({"signal": 9}, 2)], Context(HOSTS[0], correlator=c))
+    oom = advise(died, [({"signal": 9}, 2)], Context(HOSTS[0]))
     assert oom.cause == "worker_oom_killed" and "OOM" in oom.text
     assert advise(died, [({"signal": 11}, 1)]).cause == "worker_crashed"
 

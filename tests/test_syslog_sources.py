@@ -130,8 +130,7 @@ def test_daemon_follows_syslog_files(logged: Any, daemon_factory: Any) -> None:
 
 def test_scan_dates_syslog_lines_by_their_prefix(tmp_path: Path) -> None:
     """A uWSGI death has no time of its own (no log-date): in a syslog file its prefix
-    dates it, so it explains the nginx symptom of its minute, not the oldest one an hour
-    before (which is what pairing by order would pick)."""
+    dates it, so it explains the nginx symptom of its minute, not one an hour before."""
     now = time.time() - 60
 
     def nginx_at(t: float, line: str) -> str:
@@ -153,9 +152,9 @@ def test_scan_dates_syslog_lines_by_their_prefix(tmp_path: Path) -> None:
     summary = json.loads(out.stdout)
     assert summary["counts"]["worker_died"]["uwsgi"] == 1
     assert summary["root_causes"] == {"upstream_premature_close": {"worker_oom_killed": 1}}
-    # the same death without its prefix is undated: paired by order, with the oldest
+    # the same death without its prefix is undated: it cannot tell which one it explains
     (tmp_path / "syslog").write_text(
         "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")
     out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", "json",
                           str(tmp_path)], capture_output=True, timeout=60, check=True, cwd=ROOT)
-    assert json.loads(out.stdout)["root_causes"] == {"upstream_reset": {"worker_oom_killed": 1}}
+    assert "upstream_premature_close" not in json.loads(out.stdout)["root_causes"]

@@ -20,6 +20,16 @@ from gw502d.parse.syslog import family_of
 Match = re.Match[bytes]
 
 
+class Paired(NamedTuple):
+    """``n`` lines of an nginx *incident* (read at *time*) explained by a backend *cause*:
+    what the root-cause stage found in a block, for the stages after it."""
+
+    incident: str
+    cause: str
+    time: float | None
+    n: int
+
+
 class Run(NamedTuple):
     """One slot's hits in a block, in line order; ``k`` indexes ``catalog.keys``."""
 
@@ -36,7 +46,10 @@ class Block:
     ``__REALTIME_TIMESTAMP``, a syslog prefix's), None where unknown; else every line counts
     as read at ``time``. ``hits`` are the matches of incident and companion lines in
     line order, ``runs`` the counted incidents' hits per slot in the order of each slot's
-    last hit, ``slots`` the classifier's slots by group (``m.lastindex``).
+    last hit, ``slots`` the classifier's slots by group (``m.lastindex``); ``paired`` the
+    root causes found with this block (for symptoms of this block or earlier ones);
+    ``ended`` the hits that end an event counted before (a death after its harakiri):
+    companions, whatever their own template says.
     """
 
     log: str
@@ -47,6 +60,8 @@ class Block:
     hits: list[Match] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     slots: Mapping[int, Slot] = field(default_factory=dict)
+    paired: list[Paired] = field(default_factory=list)
+    ended: set[int] = field(default_factory=set)  # id() of hits that end an event counted
 
 
 Stage = Callable[[Block], None]

@@ -9,7 +9,7 @@ conversion runs per distinct value. An :class:`Event` stands for ``n`` identical
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -19,6 +19,7 @@ from gw502d.classify.matcher import RawKey, Slot
 from gw502d.parse.record import convert, decode
 from gw502d.parse.times import line_time
 
+Span = tuple[float, float]
 # The facts events carry (the pairing reads them) and the line's time
 FACTS = ("upstream", "worker_pid", "signal")
 EVENT_FACTS = (*FACTS, "time")
@@ -27,7 +28,8 @@ _CACHE = 1024  # converted values remembered per slot, then forgotten
 
 class Event(NamedTuple):
     """Classified lines: when, which (incident, source), their facts, the peer if known,
-    and how many identical ones (same time and facts) were seen together."""
+    and how many identical ones (same time and facts) were seen together. An undated line
+    may know the ``span`` of time it was written in (from the dated lines around it)."""
 
     time: float | None
     incident: str
@@ -35,6 +37,7 @@ class Event(NamedTuple):
     facts: Mapping[str, Any]
     peer: str | None = None
     n: int = 1
+    span: Span | None = None  # an undated line: written between these times
 
 
 class EventReader:
@@ -50,24 +53,28 @@ class EventReader:
         self._times: dict[bytes, float | None] = {}
 
     def events(self, hits: list[Match], when: float | None, *, dated: bool,
-               at: Sequence[float | None] | None = None) -> list[Event]:
+               at: Sequence[float | None] | None = None,
+               span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
         """The events of *hits*: each at its line's own time with *dated* (*when* for lines
-        without one), else all at *when* (the daemon: their arrival). *at*, when given, is
-        each hit's time from its source (a journal record's): it wins where it is known."""
+        without one, or the span *span_of* finds around them), else all at *when* (the
+        daemon: their arrival). *at*, when given, is each hit's time from its source (a
+        journal record's, a syslog prefix's): it wins where it is known."""
         raws = self._read(hits)
         times = (time_bytes for (time_bytes,) in self._read_time(hits)) \
             if dated and self._dated else repeat(None)
-        if at is None:  # converted once per distinct stamp
-            found = Counter(zip(times, raws, strict=False)).items()
-            counted = ((self._time(stamp), raw, n) for (stamp, raw), n in found)
-        else:
-            sourced = (a if a is not None else self._time(stamp)
-                       for a, stamp in zip(at, times, strict=False))
-            counted = ((t, raw, n) for (t, raw), n in
-                       Counter(zip(sourced, raws, strict=False)).items())
-        incident, source = self._key
-        return [Event(when if t is None else t, incident, source, self._convert(raw), n=n)
-                for t, raw, n in counted]
+        key = self._key
+        if span_of is None and at is None:  # counted in C: a storm's hits cost no Python each
+            counted = Counter(zip(times, raws, strict=False))
+            return [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
+                          self._convert(raw), n=n) for (stamp, raw), n in counted.items()]
+        found: Counter[tuple[float | None, Span | None, RawKey]] = Counter()
+        sourced = repeat(None) if at is None else at
+        for m, a, stamp, raw in zip(hits, sourced, times, raws, strict=False):
+            t = a if a is not None else self._time(stamp)
+            span = span_of(m) if t is None and span_of is not None else None
+            found[(when if t is None else t, span, raw)] += 1
+        return [Event(t, key[0], key[1], self._convert(raw), n=n, span=span)
+                for (t, span, raw), n in found.items()]
 
     def _time(self, stamp: bytes | None) -> float | None:
         if stamp is None:

@@ -222,6 +222,9 @@ class Classifier:
         # the family (``f2_time``), once.
         family_tag = f"f{len(self._pending)}"
         prefix = fam.prefix.keeping(self._capture, family_tag)
+        fmt = FORMATS.get(fam.name)
+        # O(1) in sre: a bounded repeat of "any byte" jumps, it does not walk the line
+        guard = f"(?!.{{{fmt.max_length + 1}}})" if fmt is not None and fmt.max_length else ""
         for message, incidents in variants.values():
             # entries with a predicate first (they match only where it holds), then the
             # first without one; a later one with the same template could never match
@@ -229,7 +232,7 @@ class Classifier:
             chosen += [i for i in incidents if i.when is None][:1]
             alternatives += [self._slot(fam, i, message, family_tag, prefix.captures)
                              for i in chosen]
-        return f"{prefix.regex}(?:{'|'.join(_factor(alternatives))})"
+        return f"{guard}{prefix.regex}(?:{'|'.join(_factor(alternatives))})"
 
     def _slot(self, fam: Family, incident: Incident, message: Compiled, family_tag: str,
               prefix: Captures) -> tuple[str, str]:

@@ -146,7 +146,7 @@ class Tally:
         runs = {group: list(same) for group, same in groupby(sorted(matches, key=_SLOT), _SLOT)}
         latest = list(map(_SLOT, reversed(matches)))
         if not self._linked.keys().isdisjoint(runs):
-            self._link(matches, runs)
+            block.ended = self._link(matches, runs)
         handlers = self._handlers
         for group in sorted(runs, key=latest.index, reverse=True):
             if runs[group]:
@@ -169,7 +169,7 @@ class Tally:
                         and entry[0] > 0 and all(isinstance(v, str) for v in entry[1:])):
                     recent[tuple(v.encode("latin-1", "replace") for v in entry[1:])] = entry[0]
 
-    def _link(self, matches: list[Match], runs: dict[int, list[Match]]) -> None:
+    def _link(self, matches: list[Match], runs: dict[int, list[Match]]) -> set[int]:
         """Consequence lines in line order: a line that ends an event counted before (a
         death after its harakiri, told by the worker pid) is that event's companion, not an
         incident; the events that may be ended are remembered. Only blocks that hold such
@@ -207,6 +207,7 @@ class Tally:
         if ended:
             for group in runs.keys() & self._linked.keys():
                 runs[group] = [m for m in runs[group] if id(m) not in ended]
+        return ended
 
     def counted(self, incident: str, source: str) -> int:
         """How many lines of (incident, source) were counted."""

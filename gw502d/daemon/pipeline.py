@@ -10,6 +10,7 @@ names the writer) and passes it through the stages, in this order::
     root_causes.observe  pair nginx symptoms with backend causes, at arrival time (a
                          journal record's own time)
     recent.keep          the newest incident lines, for /incidents
+    rates.add            incidents per minute over the last hour, for the page
     events.log           one rate-limited log event per incident
 
 Every stage has one signature (``Block -> None``) and keeps its own numbers; the exporter
@@ -36,6 +37,7 @@ from gw502d.daemon.totals import Totals
 from gw502d.export.collector import Numbers
 from gw502d.export.events import IncidentEvents
 from gw502d.export.incidents import RecentIncidents
+from gw502d.export.rates import Rates
 from gw502d.parse.syslog import strip_block
 from gw502d.remediate.root_causes import RootCauses
 from gw502d.source.spec import JournalSpec, LogSpec
@@ -61,12 +63,13 @@ class Stages:
     unparsed: UnparsedLines
     root_causes: RootCauses
     recent: RecentIncidents
+    rates: Rates
     events: IncidentEvents
 
     @property
     def route(self) -> tuple[Stage, ...]:
         return (self.tallies.count, self.unparsed.count, self.root_causes.observe,
-                self.recent.keep, self.events.log)
+                self.recent.keep, self.rates.add, self.events.log)
 
 
 class Pipeline:
@@ -92,6 +95,7 @@ class Pipeline:
             root_causes=RootCauses(catalog.keys, settings.window, self.totals.root_causes,
                                    old.root_causes.correlator if old is not None else None),
             recent=recent,
+            rates=old.rates if old is not None else Rates(),
             events=events,
         )
 

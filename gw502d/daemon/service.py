@@ -36,6 +36,7 @@ from gw502d.export.hosts import HostPolicy
 from gw502d.export.http import Exporter, Site
 from gw502d.export.incidents import Entry, IncidentQuery
 from gw502d.export.page import render_page
+from gw502d.export.page_model import Reading, RunState, evidence_upstreams, page_model
 from gw502d.export.webconfig import WebConfig, load_web_config
 from gw502d.source.follower import Follower
 from gw502d.source.spec import JournalSpec, LogSpec
@@ -91,7 +92,7 @@ class Daemon:
         self._terminate = False
         self._follower_failed = False
         self._reload_ok = True
-        self._reload_time = time.time()
+        self._reload_time = self._started = time.time()
         config = loaded.config
         self.follower = Follower(config.logs, self._feed, state_dir=config.state_dir,
                                  start_at=config.start_at, max_line=config.max_line_bytes,
@@ -152,7 +153,15 @@ class Daemon:
         return self.pipeline.stages.recent.select(query, redact=self._loaded.config.redact)
 
     def _page(self, nonce: str) -> str:
-        return render_page(self.pipeline.stages.catalog, self.pipeline.numbers(), nonce)
+        numbers, stats, problem = self.pipeline.numbers(), self.follower.stats(), self._health()
+        run = RunState(self._started, self._reload_ok, self._reload_time,
+                       self._loaded.config.source, problem)
+        with self.pipeline.lock:  # the tallies' facts and the rates change with each block
+            s = self.pipeline.stages
+            upstreams = evidence_upstreams(s.tallies, s.root_causes.correlator, numbers)
+            model = page_model(Reading(s.catalog, numbers, s.rates, upstreams, time.time()),
+                               self._loaded.config.logs, stats, run)
+        return render_page(model, nonce)
 
     # -- the run -------------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ _LOG_COUNTERS = (
     (m.LOG_LONG_LINES, "Lines longer than max_line_bytes, counted cut to it", "long_lines"),
     (m.LOG_READ_ERRORS, "Failed opens, stats and reads, missing files included",
      "read_errors"),
+    (m.LOG_LOST_BYTES, "Bytes that could not be read: truncated away unread, or in a rotated "
+     "file gone or compressed before it was read", "lost_bytes"),
 )
 # (metric, help, JournalStats field) of the per-journal-source families.
 _JOURNAL_COUNTERS = (
@@ -88,6 +90,10 @@ _LOG_GAUGES = (
     (m.LOG_SIZE, "Size of the files at the log's path(s)", "size"),
     (m.LOG_OPEN_FILES, "Files open for the log, rotated ones still drained included",
      "open_files"),
+    (m.LOG_FILES, "Files followed for the log (open, or closed while idle past the open-file "
+     "bound), rotated ones still drained included", "files"),
+    (m.LOG_SKIPPED_FILES, "Paths the log names that are not followed (not regular files, "
+     "compressed)", "skipped_files"),
 )
 
 
@@ -194,8 +200,8 @@ def _journal_families(journals: dict[str, JournalStats], followed: int) -> Itera
 
 
 def followed(logs: dict[str, LogStats]) -> int:
-    """How many configured logs have a file open (a log being rotated counts)."""
-    return sum(1 for stats in logs.values() if stats.open_files)
+    """How many configured logs have a file followed (a log being rotated counts)."""
+    return sum(1 for stats in logs.values() if stats.files)
 
 
 def build_registry(scrape: Callable[[], Scrape]) -> CollectorRegistry:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from gw502d.classify.block import Block
+from gw502d.classify.block import Block, Paired
 from gw502d.classify.matcher import Slot
 from gw502d.export.redact import redact_facts, redact_line
 from gw502d.parse.record import decode
@@ -35,13 +35,25 @@ from gw502d.remediate.advice import remediation_for
 # Stored lines are cut here: nginx cuts its own at 2048 bytes, and the buffer must stay
 # small whatever max_line_bytes allows.
 LINE_CAP = 8192
+_NEAR = 60.0  # a cause named on lines read this close to the symptom's time
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _QUERY_KEYS = frozenset({"limit", "before", "incident", "source", "format"})
 FORMATS = ("json", "html")
 
-Seen = tuple[Slot, bytes, float, str]  # (slot, line, wall-clock time read, log name)
+@dataclass(slots=True, eq=False)
+class Seen:
+    """One recent incident line: its slot, the line, when it was read (wall clock), its
+    log's name, and the root cause paired with it, once one is."""
+
+    slot: Slot
+    line: bytes
+    time: float
+    log: str
+    cause: str | None = None
+
+
 Entry = tuple[int, dict[str, Any]]  # (id, the /incidents entry)
 
 
@@ -115,12 +127,27 @@ class RecentIncidents:
         self.add = self._seen.append
 
     def keep(self, block: Block) -> None:
-        """The recent-incidents stage: the block's newest incident lines (no companions)."""
+        """The recent-incidents stage: the block's newest incident lines (no companions),
+        and the root causes paired with this block's lines or earlier ones."""
         slots = block.slots
         for m in block.hits[-self.size:]:
             slot = slots[m.lastindex]  # type: ignore[index]
-            if not slot.incident.companion:
-                self.add((slot, m.string[:LINE_CAP], block.time, block.log))
+            if not slot.incident.companion and id(m) not in block.ended:
+                self.add(Seen(slot, m.string[:LINE_CAP], block.time, block.log))
+        for paired in block.paired:
+            self._attach(paired)
+
+    def _attach(self, paired: Paired) -> None:
+        """Name the cause on the newest lines of its incident still without one, read
+        around the symptom's time (the pairing counts lines, not which ones)."""
+        left = paired.n
+        for seen in reversed(self._seen):
+            if not left:
+                return
+            if (seen.cause is None and seen.slot.incident.id == paired.incident
+                    and (paired.time is None or abs(seen.time - paired.time) <= _NEAR)):
+                seen.cause = paired.cause
+                left -= 1
 
     def copy(self) -> list[Seen]:
         """The buffer as it is now (deque.copy runs in C: no mutation can interleave)."""
@@ -148,7 +175,7 @@ class RecentIncidents:
         """The entries *query* asks for, newest first (lazily: a page stops early)."""
         for number, seen in reversed(self.numbered()):
             if (query.before is not None and number >= query.before) or not query.matches(
-                    seen[0]):
+                    seen.slot):
                 continue
             entry = describe(seen, redact=redact)
             if entry is not None:
@@ -157,7 +184,7 @@ class RecentIncidents:
 
 def describe(seen: Seen, *, redact: bool) -> dict[str, Any] | None:
     """The ``/incidents`` entry of one line, or None if it no longer classifies."""
-    slot, line, when, log = seen
+    slot, line, when, log = seen.slot, seen.line, seen.time, seen.log
     hit = slot.resolve(line)
     if hit is None:
         return None
@@ -175,6 +202,7 @@ def describe(seen: Seen, *, redact: bool) -> dict[str, Any] | None:
         "severity": incident.severity,
         "status": incident.status,
         "facts": facts,
+        "root_cause": seen.cause,
         "remediation": remediation_for(incident, facts),
         "line": text,
     }

@@ -3,7 +3,8 @@
 Every answer forbids framing and sniffing and carries a Content-Security-Policy that
 allows nothing by default. An HTML answer gets a fresh nonce: its ``<style>`` and
 ``<script>`` elements run only when they carry it (inline SVG needs nothing more), so text
-from a log line that slips into the markup cannot run. ``Server`` names no version.
+from a log line that slips into the markup cannot run; such a script may fetch from this
+server only (the page refreshes itself so). ``Server`` names no version.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def encode(response: Response, *, head: bool, keep_alive: bool) -> bytes:
     status = response.status
     csp = _CSP
     if response.nonce is not None:
-        csp += f"; style-src 'nonce-{response.nonce}'; script-src 'nonce-{response.nonce}'"
+        csp += (f"; style-src 'nonce-{response.nonce}'; script-src 'nonce-{response.nonce}'"
+                "; connect-src 'self'")
     lines = [
         f"HTTP/1.1 {status.value} {status.phrase}",
         f"Server: {SERVER}",

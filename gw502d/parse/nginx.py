@@ -82,6 +82,7 @@ FORMAT = RecordFormat(
     # NGX_MAX_ERROR_STR: a record is cut to 2047 bytes and its newline. The request line
     # comes before the upstream field, so on a cut line the real upstream may be gone and
     # one forged in the request left.
+    max_length=2048,
     cut_at=2047,
     cut_facts=frozenset({"upstream"}),
 )

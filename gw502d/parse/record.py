@@ -30,9 +30,13 @@ class RecordFormat:
     ``forms`` are other whole-line shapes (request logs, tracebacks) that identify the
     family but are never incidents; ``types`` are the capture types only this family
     writes (its time format, nginx's phases); ``time_formats`` are strptime formats of the
-    prefix's ``time``. A server that cuts its records at ``cut_at`` bytes may have cut off
-    a field the client cannot forge and left a forged one: on a line that long the
-    ``cut_facts`` are not trusted.
+    prefix's ``time``; ``anchors`` are regexes of lines that tell when they were written
+    (group ``time``, plus ``ms`` a request took when the line is written at its end), for a
+    family whose other lines carry no time. A line longer than ``max_length`` cannot be
+    the family's (its server never writes one): its templates are not even tried, so a
+    crafted 64 KiB line costs nothing. A server that cuts its records at ``cut_at``
+    bytes may have cut off a field the client cannot forge and left a forged one: on a line
+    that long the ``cut_facts`` are not trusted.
     """
 
     family: str
@@ -42,6 +46,8 @@ class RecordFormat:
     forms: Mapping[str, str] = field(default_factory=dict)
     types: Mapping[str, CaptureType] = field(default_factory=dict)
     time_formats: tuple[str, ...] = ()
+    anchors: tuple[bytes, ...] = ()
+    max_length: int | None = None
     cut_at: int | None = None
     cut_facts: frozenset[str] = frozenset()
 

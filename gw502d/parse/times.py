@@ -13,6 +13,7 @@ import re
 from datetime import datetime
 
 from gw502d.parse import FORMATS
+from gw502d.parse.record import decode
 
 _SPACES = re.compile(r"\s+")
 _SECONDS = re.compile(r"(.*\d:\d\d):(\d\d)(.*)", re.DOTALL)
@@ -37,3 +38,26 @@ def _minute(family: str, head: str, tail: str) -> float | None:
         except ValueError:
             continue
     return None
+
+
+@functools.cache
+def _anchors(family: str) -> re.Pattern[bytes] | None:
+    fmt = FORMATS.get(family)
+    if fmt is None or not fmt.anchors:
+        return None
+    return re.compile(b"|".join(b"(?:" + a.replace(b"(?P<time>", b"(?P<t%d>" % n)
+                                .replace(b"(?P<ms>", b"(?P<m%d>" % n) + b")"
+                                for n, a in enumerate(fmt.anchors)))
+
+
+def written_at(family: str, line: bytes) -> float | None:
+    """When *line* says it was written, if it is one of its family's anchors."""
+    anchors = _anchors(family)
+    m = anchors.match(line) if anchors is not None else None
+    if m is None:
+        return None
+    groups = {k[0]: v for k, v in m.groupdict().items() if v is not None}
+    t = line_time(family, decode(groups["t"]))
+    if t is None:
+        return None
+    return t + int(groups.get("m", b"0")) / 1000

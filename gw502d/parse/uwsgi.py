@@ -10,8 +10,9 @@ reports. Errors on a request use the ``uwsgi_req_error`` form (core/uwsgi.h):
 from gw502d.parse.record import RecordFormat
 from gw502d.parse.template import CaptureType
 
+_CTIME = rb"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"
 TYPES = {
-    "ctime": CaptureType(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"),
+    "ctime": CaptureType(_CTIME.decode()),
     # a socket name inside double quotes: one pass, nothing to backtrack into
     "dq": CaptureType(r'[^"]*+'),
     # the http router's calls on its worker connection (hr_instance_read/write) and on the
@@ -36,4 +37,12 @@ FORMAT = RecordFormat(
     },
     types=TYPES,
     time_formats=("%a %b %d %H:%M:%S %Y",),
+    # Without log-date most lines have no time; these do: a dated line, a request log line
+    # (written when the request ends: its start time plus msecs), the start banner.
+    anchors=(
+        rb"(?P<time>" + _CTIME + rb") - ",
+        rb"(?:\{[^}]*+\} \{[^}]*+\} )?\[pid: \d++\|app: -?\d++\|req: -?\d++/\d++\] "
+        rb"[^\[]*+\[(?P<time>" + _CTIME + rb")\] [^\n]*? in (?P<ms>\d++) msecs",
+        rb"\*\*\* Starting uWSGI [^\[]*+\[(?P<time>" + _CTIME + rb")\]",
+    ),
 )

@@ -21,7 +21,7 @@ from typing import Any
 from gw502d.classify.catalog import Incident
 from gw502d.classify.tally import Tallies
 from gw502d.remediate import backend, nginx
-from gw502d.remediate.correlate import Correlator
+from gw502d.remediate.correlate import Pairing
 from gw502d.remediate.host import HostFacts, host_facts
 from gw502d.remediate.nginx import DEFAULT_READ_TIMEOUT, Upstream
 
@@ -57,7 +57,7 @@ class Context:
 
     host: HostFacts = field(default_factory=host_facts)
     tallies: Tallies | None = None
-    correlator: Correlator | None = None
+    correlator: Pairing | None = None
     causes: Mapping[tuple[str, str], int] | None = None
     counts: Mapping[tuple[str, str], int] | None = None
 
@@ -240,7 +240,44 @@ _CAUSE_FIX: dict[str, Callable[[Context, Upstream | None], Advice]] = {
         up, _Seen(ctx.evidence("protocol_mismatch", "uwsgi")).top("method")),
     "gunicorn_worker_timeout": lambda ctx, up: _gunicorn_timeout(up),
     "gunicorn_worker_killed": lambda ctx, up: _gunicorn_killed(),
+    "listen_queue_full": lambda ctx, up: _queue_full(
+        "uWSGI's listen queue", "uwsgi", _Seen(ctx.evidence("listen_queue_full", "uwsgi"))
+        .largest("backlog"), ctx.host),
 }
+# Causes whose fix does not depend on what was seen: one sentence each
+_CAUSE_TEXT = {
+    "worker_memory_killed": "uWSGI's own memory limit (reload-on-rss, evil-reload-on-rss, "
+    "limit-as) killed the worker mid-request: find what grows, raise the limit, or recycle "
+    "workers before they reach it (max-requests).",
+    "modifier_unavailable": "No uWSGI app or plugin serves the request's modifier (e.g. the "
+    "python3 plugin is not loaded): load the plugin the nginx location's uwsgi_modifier1 "
+    "asks for.",
+    "http_request_too_big": "The request's headers exceed the buffer-size of uWSGI's "
+    "http-socket: raise buffer-size in the uWSGI config.",
+    "router_connect_failed": "uWSGI's http router cannot reach its workers' socket: check "
+    "that the workers run and the router's --http-to / socket match.",
+    "workers_respawning_too_fast": "uWSGI's workers die as they start and it slows their "
+    "respawn: the app fails at import or at its first request; the lines above say why.",
+    "app_load_failed": "uWSGI could not load the app ('no python application found'): fix "
+    "the module/callable or the import error above it and restart.",
+    "address_in_use": "The backend could not bind its address: another process holds it; "
+    "stop that one or bind elsewhere, and point nginx's pass directive there.",
+    "gunicorn_worker_crashed": "A gunicorn worker crashed in native code: run with "
+    "PYTHONFAULTHANDLER=1 to get the stack, then fix or replace the extension.",
+    "gunicorn_worker_exited": "A gunicorn worker exited with an error: the traceback above "
+    "its exit line says why.",
+    "gunicorn_app_load_failed": "gunicorn could not find the app (module:callable): fix the "
+    "name or --chdir/PYTHONPATH and restart.",
+    "gunicorn_worker_boot_failed": "gunicorn's worker raised while booting (often an import "
+    "error): fix it and restart.",
+    "gunicorn_address_in_use": "gunicorn could not bind its --bind address: another process "
+    "holds it; stop that one or bind elsewhere.",
+}
+
+
+def _cause_fix(cause: str, ctx: Context, up: Upstream | None) -> Advice:
+    fix = _CAUSE_FIX.get(cause)
+    return fix(ctx, up) if fix is not None else Advice(_CAUSE_TEXT[cause], cause)
 
 
 def _queue_full(where: str, family: str | None, current: int | None,
@@ -325,7 +362,7 @@ def _connection_lost(incident: str, what: str) -> Builder:
             return None
         up = seen.upstream()
         where = _value(up) if up else "The upstream"
-        return _prefixed(_CAUSE_FIX[cause](ctx, up),
+        return _prefixed(_cause_fix(cause, ctx, up),
                          f"{where} {what}: root cause {cause} ({n}x in the backend log). ")
 
     return build
@@ -404,19 +441,9 @@ def _worker_died(seen: _Seen, ctx: Context) -> Advice | None:
     signal = seen.top("signal")
     if signal is None:
         return None
-    if signal != 9:
-        return _crashed()
-    if ctx.backend("worker_oom_killed") == 0 and ctx.backend("worker_harakiri"):
-        return _prefixed(_harakiri(ctx.upstream_of("worker_harakiri")),
-                         "These deaths follow harakiri kills (same worker): ")
-    return _oom_killed()
-
-
-def _gunicorn_worker_killed(seen: _Seen, ctx: Context) -> Advice:
-    if ctx.backend("gunicorn_worker_killed") == 0 and ctx.backend("gunicorn_worker_timeout"):
-        return _prefixed(_gunicorn_timeout(ctx.upstream_of("gunicorn_worker_timeout")),
-                         "These kills follow worker timeouts (same worker): ")
-    return _gunicorn_killed()
+    # a death right after its harakiri is that harakiri's companion (the tally's
+    # consequence rule), never a worker_died: what is left was not killed by uWSGI
+    return _crashed() if signal != 9 else _oom_killed()
 
 
 def _slowness(ctx: Context) -> str:
@@ -475,7 +502,8 @@ _BUILDERS: dict[tuple[str, str], Builder] = {
         "uWSGI's listen queue", "uwsgi", seen.largest("backlog"), ctx.host),
     ("worker_timeout", "gunicorn"): lambda seen, ctx: _gunicorn_timeout(
         ctx.upstream_of("gunicorn_worker_timeout")),
-    ("worker_killed", "gunicorn"): _gunicorn_worker_killed,
+    # a kill after its worker timeout is the timeout's companion: what is left is OOM
+    ("worker_killed", "gunicorn"): lambda seen, ctx: _gunicorn_killed(),
     ("client_disconnect", "gunicorn"): _client_disconnect("gunicorn"),
     ("client_disconnect", "werkzeug"): _dev_server,
     ("dev_server_warning", "werkzeug"): _dev_server,

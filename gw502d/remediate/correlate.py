@@ -1,43 +1,40 @@
 """Root causes across logs: nginx's view of a failed request joined with the backend's.
 
-nginx only says *that* its upstream closed, reset or timed out; uWSGI and gunicorn say
-*why*: harakiri, a worker killed by signal 9 (likely the OOM killer) or crashed, a request
-too big for ``buffer-size``, HTTP sent to a uwsgi socket, gunicorn's worker timeout. A
-backend event within ``window`` seconds of an nginx symptom, on the same upstream where
-that can be told, is that symptom's root cause.
+nginx only says *that* its upstream closed, reset, refused or timed out; uWSGI and gunicorn
+say *why*: harakiri, a worker killed by signal 9 (likely the OOM killer) or crashed, a
+request too big for ``buffer-size``, HTTP sent to a uwsgi socket, an app that never
+loaded... A backend event close in time to an nginx symptom it can explain, on the same
+upstream where that can be told, is that symptom's root cause. A wrong root cause sends
+the on-call engineer the wrong way, so the rules would rather leave a symptom unpaired:
 
-Pairing rules:
+- a cause explains only the symptoms it can produce (:data:`CAUSES`; a request refused
+  for its size is reset at once, it never times out), and prefers the first of them;
+- the nginx upstream's scheme must fit the backend (a too-big uwsgi packet only behind
+  ``uwsgi://``, HTTP on a uwsgi socket only behind ``http://``, gunicorn only behind
+  ``http(s)://``); when the event names its peer it must be nginx's peer; a symptom whose
+  upstream field cannot be trusted (a line nginx cut) fits only a cause behind any scheme;
+- one backend event explains one symptom; lasting causes (an app that failed to load, an
+  address in use) explain every fitting symptom for :data:`LASTING` seconds after them;
+- time: within ``window`` seconds. The daemon reads lines as they are written, so their
+  arrival is the clock of every log. ``scan`` has only the lines' own times: an undated
+  uWSGI line (no ``log-date``) gets the span between the dated lines around it in its own
+  log (:attr:`Event.span`), and pairs only with a symptom inside it; with no dated line
+  around it, it stays unpaired.
 
-- one backend event explains one nginx symptom, the earliest compatible one;
-- compatible: the nginx upstream's scheme fits the backend (a too-big uwsgi packet only
-  behind ``uwsgi://``, HTTP on a uwsgi socket only behind ``http://``, gunicorn only behind
-  ``http(s)://``, uWSGI deaths behind either, as uWSGI also serves ``http-socket``); and
-  when the event names its peer (:attr:`Event.peer`, e.g. from the daemon's log config)
-  it is nginx's peer. uWSGI's and gunicorn's lines do not name the socket they serve, so
-  otherwise time alone decides;
-- a worker's death right after its harakiri (uWSGI logs the kill, then "died, killed by
-  signal 9") or after gunicorn's WORKER TIMEOUT is the same event, told by the worker pid:
-  it is not counted again and it is not an OOM kill.
-
-Time: nginx writes ``YYYY/MM/DD HH:MM:SS`` in local time; uWSGI writes a ctime prefix only
-with ``log-date`` (and always on its HARAKIRI lines), its other plain lines carry no time;
-gunicorn writes ``[YYYY-mm-dd HH:MM:SS +zone]``.
-The daemon stamps an undated line with its arrival time (it reads lines as they are
-written). ``scan`` cannot, so it matches undated events by order: each pairs with the
-oldest compatible nginx symptom no dated event explained (``keep_unexplained``).
-
-Work is per distinct event, not per line (:mod:`gw502d.classify.events`): an
-:class:`Event` stands for ``n`` identical lines and pairs as many symptoms at once. The
-stages that feed this from blocks are in :mod:`gw502d.remediate.root_causes`.
+The pairing facts come from :mod:`gw502d.classify.events`; the stages that feed this from
+blocks are in :mod:`gw502d.remediate.root_causes`. The audit's ``[[pairing]]`` tables
+(``patterns/audit/*.toml``) say why each backend incident explains what it does.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
-from itertools import islice
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import count, islice
 from typing import Any, NamedTuple
 
 from gw502d.classify.events import Event
@@ -45,48 +42,95 @@ from gw502d.classify.keys import nest
 from gw502d.remediate.nginx import Upstream
 
 DEFAULT_WINDOW = 5.0
-# nginx incidents a backend event can explain
-SYMPTOMS = frozenset({
-    ("upstream_premature_close", "nginx"), ("upstream_reset", "nginx"),
-    ("upstream_timeout", "nginx"),
-})
-# Every cause, with the nginx module families it can appear behind (a bounded label set)
-CAUSES: dict[str, frozenset[str]] = {
-    "worker_harakiri": frozenset({"uwsgi", "proxy"}),
-    "worker_oom_killed": frozenset({"uwsgi", "proxy"}),
-    "worker_crashed": frozenset({"uwsgi", "proxy"}),
-    "request_block_too_big": frozenset({"uwsgi"}),
-    "protocol_mismatch": frozenset({"proxy"}),
-    "gunicorn_worker_timeout": frozenset({"proxy"}),
-    "gunicorn_worker_killed": frozenset({"proxy"}),
+LASTING = 60.0  # how long a startup failure explains the refusals that follow it
+_SECOND = 1.0  # nginx's timestamps are to the second
+
+_CLOSE, _RESET, _TIMEOUT = "upstream_premature_close", "upstream_reset", "upstream_timeout"
+_REFUSED, _MISSING, _NONE_LIVE = ("upstream_connect_refused", "upstream_socket_missing",
+                                  "no_live_upstreams")
+_BACKLOG, _INVALID = "upstream_backlog_full", "upstream_invalid_header"
+_UWSGI_OR_HTTP = frozenset({"uwsgi", "proxy"})  # uWSGI serves http-socket too
+_HTTP = frozenset({"proxy"})
+_FIRST_FAMILY = {"uwsgi": "uwsgi", "gunicorn": "proxy"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """A backend cause: the nginx incidents it explains (the first preferred), the nginx
+    module families it can sit behind, and whether it lasts (a state, not an event)."""
+
+    explains: tuple[str, ...]
+    families: frozenset[str]
+    lasting: bool = False
+
+
+# Every cause: a bounded label set (gw502d_root_causes_total{incident, cause})
+CAUSES: dict[str, Cause] = {
+    "worker_harakiri": Cause((_CLOSE, _TIMEOUT), _UWSGI_OR_HTTP),
+    "worker_oom_killed": Cause((_CLOSE, _RESET), _UWSGI_OR_HTTP),
+    "worker_crashed": Cause((_CLOSE, _RESET), _UWSGI_OR_HTTP),
+    "worker_memory_killed": Cause((_CLOSE, _RESET), _UWSGI_OR_HTTP),
+    "request_block_too_big": Cause((_RESET, _CLOSE), frozenset({"uwsgi"})),
+    "protocol_mismatch": Cause((_CLOSE, _RESET), _HTTP),
+    "http_request_too_big": Cause((_RESET,), _HTTP),
+    "modifier_unavailable": Cause((_CLOSE,), frozenset({"uwsgi"})),
+    "router_connect_failed": Cause((_CLOSE,), _HTTP),
+    "listen_queue_full": Cause((_TIMEOUT, _BACKLOG), _UWSGI_OR_HTTP),
+    "workers_respawning_too_fast": Cause((_CLOSE, _TIMEOUT, _BACKLOG), _UWSGI_OR_HTTP),
+    "app_load_failed": Cause((_REFUSED, _MISSING, _NONE_LIVE), _UWSGI_OR_HTTP, lasting=True),
+    "address_in_use": Cause((_REFUSED, _INVALID, _CLOSE), _UWSGI_OR_HTTP, lasting=True),
+    "gunicorn_worker_timeout": Cause((_CLOSE, _TIMEOUT), _HTTP),
+    "gunicorn_worker_killed": Cause((_CLOSE, _RESET), _HTTP),
+    "gunicorn_worker_crashed": Cause((_CLOSE, _RESET), _HTTP),
+    "gunicorn_worker_exited": Cause((_CLOSE, _RESET), _HTTP),
+    "gunicorn_app_load_failed": Cause((_REFUSED, _MISSING, _NONE_LIVE), _HTTP, lasting=True),
+    "gunicorn_worker_boot_failed": Cause((_REFUSED, _MISSING, _NONE_LIVE), _HTTP,
+                                         lasting=True),
+    "gunicorn_address_in_use": Cause((_REFUSED, _INVALID, _CLOSE), _HTTP, lasting=True),
 }
-_DIRECT_CAUSE = {
+# The backend incidents that stand for a cause (uWSGI's worker_died is either an OOM kill
+# or a crash, told by its signal)
+CAUSE_OF_INCIDENT = {
     ("worker_harakiri", "uwsgi"): "worker_harakiri",
+    ("worker_crashed", "uwsgi"): "worker_crashed",
+    ("worker_memory_killed", "uwsgi"): "worker_memory_killed",
     ("request_block_too_big", "uwsgi"): "request_block_too_big",
     ("protocol_mismatch", "uwsgi"): "protocol_mismatch",
+    ("http_request_too_big", "uwsgi"): "http_request_too_big",
+    ("modifier_unavailable", "uwsgi"): "modifier_unavailable",
+    ("router_connect_failed", "uwsgi"): "router_connect_failed",
+    ("listen_queue_full", "uwsgi"): "listen_queue_full",
+    ("workers_respawning_too_fast", "uwsgi"): "workers_respawning_too_fast",
+    ("app_load_failed", "uwsgi"): "app_load_failed",
+    ("address_in_use", "uwsgi"): "address_in_use",
     ("worker_timeout", "gunicorn"): "gunicorn_worker_timeout",
     ("worker_killed", "gunicorn"): "gunicorn_worker_killed",
+    ("worker_crashed", "gunicorn"): "gunicorn_worker_crashed",
+    ("worker_exited", "gunicorn"): "gunicorn_worker_exited",
+    ("app_load_failed", "gunicorn"): "gunicorn_app_load_failed",
+    ("worker_boot_failed", "gunicorn"): "gunicorn_worker_boot_failed",
+    ("address_in_use", "gunicorn"): "gunicorn_address_in_use",
 }
-# A limit the server enforces by killing the worker; the death line that follows is the same
+# nginx incidents a backend event can explain
+SYMPTOMS = frozenset((incident, "nginx") for cause in CAUSES.values()
+                     for incident in cause.explains)
+# the incidents whose hits the pairing reads
+WATCHED = SYMPTOMS | CAUSE_OF_INCIDENT.keys() | {("worker_died", "uwsgi")}
+# gw502d_root_causes_total{incident, cause}: every pair that can happen exists from the
+# start at 0, so alerts and dashboards see a series before the first cause is found
+ROOT_CAUSE_PAIRS = tuple(sorted((incident, name) for name, cause in CAUSES.items()
+                                for incident in cause.explains))
 _KILLS = frozenset({("worker_harakiri", "uwsgi"), ("worker_timeout", "gunicorn")})
-_DEATHS = frozenset({("worker_died", "uwsgi"), ("worker_killed", "gunicorn")})
-WATCHED = SYMPTOMS | _DIRECT_CAUSE.keys() | _DEATHS
 _KILLED_CAP = 4096  # recently killed workers remembered (pids), oldest forgotten first
 _UPSTREAMS_CAP = 16  # distinct nginx upstreams remembered per cause
-# Pending events looked at per new event, oldest first: within the window the first
-# compatible one pairs; past this many, queues full of events that cannot pair (other
-# upstreams, a clock apart) would make every event cost a scan of all of them.
+# Pending events looked at per new event, oldest first: queues full of events that
+# cannot pair (other upstreams, a clock apart) must not make every event cost them all.
 _SCAN = 32
 
 
-# gw502d_root_causes_total{incident, cause}: every pair exists from the start at 0, so
-# alerts and dashboards see a series before the first cause is found
-ROOT_CAUSE_PAIRS = tuple((incident, cause) for incident, _ in sorted(SYMPTOMS)
-                         for cause in CAUSES)
-
-
 class RootCause(NamedTuple):
-    """``n`` nginx incidents explained by a backend cause (``upstream``: nginx's field)."""
+    """``n`` nginx incidents explained by a backend cause (``upstream``: nginx's field;
+    ``time``: the nginx line's)."""
 
     incident: str
     cause: str
@@ -100,154 +144,71 @@ def cause_of(event: Event) -> str | None:
     key = (event.incident, event.source)
     if key == ("worker_died", "uwsgi"):
         return "worker_oom_killed" if event.facts.get("signal") == 9 else "worker_crashed"
-    return _DIRECT_CAUSE.get(key)
+    return CAUSE_OF_INCIDENT.get(key)
 
 
-def kills_first(event: Event) -> bool:
-    """Sort key: in one instant a worker's kill goes before its death (a block's hits are
-    grouped by slot, not in line order)."""
-    return (event.incident, event.source) not in _KILLS
+def is_symptom(event: Event) -> bool:
+    return (event.incident, event.source) in SYMPTOMS
 
 
 @dataclass(slots=True, eq=False)
 class _Waiting:
     """An event waiting for its pair; ``n`` of its lines are still unpaired."""
 
-    time: float | None
+    time: float
     event: Event
     n: int
-    seq: int
     cause: str | None = None
     upstream: Upstream | None = None
 
+    @property
+    def lasting(self) -> bool:
+        """A startup failure: it explains every symptom within reach, not one."""
+        return self.cause is not None and CAUSES[self.cause].lasting
 
-class Correlator:
-    """Pairs nginx symptoms with backend causes seen within *window* seconds.
 
-    ``counts`` is ``gw502d_root_causes_total{incident, cause}`` as plain ints; ``backend``
-    counts every backend cause, explained or not; ``upstreams`` the nginx upstreams each
-    cause was paired with (bounded). Unexplained symptoms kept for order matching are
-    bounded per upstream scheme family.
+@dataclass(slots=True)
+class Pairing:
+    """What pairing found: ``counts`` is ``gw502d_root_causes_total{incident, cause}`` as
+    plain ints, ``backend`` every backend cause seen (explained or not), ``upstreams`` the
+    nginx upstreams each cause was paired with (bounded); ``found``, offline only, each
+    pair made."""
 
-    >>> c = Correlator()
-    >>> c.observe(Event(100.0, "worker_harakiri", "uwsgi", {"worker_pid": 7}))
-    []
-    >>> c.observe(Event(101.0, "upstream_premature_close", "nginx",
-    ...                 {"upstream": "uwsgi://127.0.0.1:3031"}, n=3))[0].n
-    1
-    """
-
-    def __init__(self, window: float = DEFAULT_WINDOW, *, keep_unexplained: int = 0,
-                 max_pending: int = 1024) -> None:
-        self.window = window
-        self.counts: dict[tuple[str, str], int] = {}
-        self.backend: dict[str, int] = {}
-        self.upstreams: dict[str, dict[str, int]] = {}
-        self._symptoms: deque[_Waiting] = deque(maxlen=max_pending)
-        self._causes: deque[_Waiting] = deque(maxlen=max_pending)
-        self._keep = keep_unexplained
-        self._unexplained: dict[str | None, deque[_Waiting]] = {}
-        self._killed: dict[tuple[str, Any], None] = {}
-        self._now = float("-inf")
-        self._seq = 0
-
-    def observe(self, event: Event) -> list[RootCause]:
-        """Take one event; return the root causes it completes (usually none or one)."""
-        self._seq += 1
-        if (event.incident, event.source) in SYMPTOMS:
-            upstream = event.facts.get("upstream")
-            waiting = _Waiting(event.time if event.time is not None else self._now, event,
-                               event.n, self._seq,
-                               upstream=_upstream(upstream) if upstream else None)
-            self._advance(waiting.time)
-            found = self._pair_within(waiting, self._causes)
-            if waiting.n:
-                self._symptoms.append(waiting)
-            return found
-        cause, n = self._cause(event)
-        if cause is None or not n:
-            return []
-        self.backend[cause] = self.backend.get(cause, 0) + n
-        waiting = _Waiting(event.time, event, n, self._seq, cause)
-        if waiting.time is None:
-            return self._pair_by_order(waiting)
-        self._advance(waiting.time)
-        found = self._pair_within(waiting, self._symptoms)
-        if waiting.n:
-            self._causes.append(waiting)
-        return found
-
-    def observe_all(self, events: Iterable[Event]) -> list[RootCause]:
-        """Take the events of one instant (a block read at once), kills first."""
-        return [found for event in sorted(events, key=kills_first)
-                for found in self.observe(event)]
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    backend: dict[str, int] = field(default_factory=dict)
+    upstreams: dict[str, dict[str, int]] = field(default_factory=dict)
+    found: list[RootCause] = field(default_factory=list)  # a scan's pairs, one by one
+    _killed: dict[tuple[str, Any], None] = field(default_factory=dict)
 
     def by_incident(self) -> dict[str, dict[str, int]]:
         """Counts as ``{incident: {cause: n}}``."""
         return nest(self.counts)
 
     def _cause(self, event: Event) -> tuple[str | None, int]:
-        """The event's cause and how many of its lines are new causes: a kill seen again
-        (harakiri's next try) is none, a killed worker's death is not another cause."""
+        """The event's cause and how many of its lines are new causes: a kill tried again
+        (harakiri's next try, the same worker) is none."""
         key = (event.incident, event.source)
         n = event.n
         pid = event.facts.get("worker_pid")
-        if pid is not None and (key in _KILLS or key in _DEATHS):
+        if pid is not None and key in _KILLS:
             worker = (event.source, pid)
             if worker in self._killed:
-                if key in _KILLS:
-                    return None, 0
-                del self._killed[worker]
-                n -= 1
-            elif key in _KILLS:
-                n = 1  # the same kill's tries, in one instant
-                self._killed[worker] = None
-                if len(self._killed) > _KILLED_CAP:
-                    del self._killed[next(iter(self._killed))]
-        return cause_of(event), n
-
-    def _pair_within(self, new: _Waiting, pending: deque[_Waiting]) -> list[RootCause]:
-        """Pair *new* with the oldest compatible events of *pending* within the window."""
-        found, used = [], []
-        for i, other in enumerate(islice(pending, _SCAN)):
-            symptom, cause = (new, other) if new.cause is None else (other, new)
-            if _near(new, other, self.window) and _fits(symptom, cause):
-                found.append(self._pair(symptom, cause))
-                if not other.n:
-                    used.append(i)
-                if not new.n:
-                    break
-        for i in reversed(used):
-            del pending[i]
-        return found
-
-    def _pair_by_order(self, cause: _Waiting) -> list[RootCause]:
-        """An undated cause: the oldest compatible symptoms no dated event explained."""
-        found = []
-        while cause.n:
-            best: tuple[deque[_Waiting], int, _Waiting] | None = None
-            families = CAUSES[cause.cause]  # type: ignore[index]
-            pools = [pool for family, pool in self._unexplained.items()
-                     if family is None or family in families]
-            for pool in (*pools, self._symptoms):
-                for i, symptom in enumerate(islice(pool, _SCAN)):
-                    if _fits(symptom, cause):
-                        if best is None or symptom.seq < best[2].seq:
-                            best = (pool, i, symptom)
-                        break
-            if best is None:
-                break
-            pool, i, symptom = best
-            found.append(self._pair(symptom, cause))
-            if not symptom.n:
-                del pool[i]
-        return found
+                return None, 0
+            n = 1  # the same kill's tries, in one instant
+            self._killed[worker] = None
+            if len(self._killed) > _KILLED_CAP:
+                del self._killed[next(iter(self._killed))]
+        cause = cause_of(event)
+        if cause is not None and n:
+            self.backend[cause] = self.backend.get(cause, 0) + n
+        return cause, n
 
     def _pair(self, symptom: _Waiting, cause: _Waiting) -> RootCause:
         assert cause.cause is not None
-        n = min(symptom.n, cause.n)
+        n = symptom.n if CAUSES[cause.cause].lasting else min(symptom.n, cause.n)
         symptom.n -= n
-        cause.n -= n
+        if not CAUSES[cause.cause].lasting:
+            cause.n -= n
         key = (symptom.event.incident, cause.cause)
         self.counts[key] = self.counts.get(key, 0) + n
         upstream = symptom.event.facts.get("upstream")
@@ -257,26 +218,263 @@ class Correlator:
                 seen[upstream] = seen.get(upstream, 0) + n
         return RootCause(symptom.event.incident, cause.cause, symptom.time, upstream, n)
 
-    def _advance(self, now: float | None) -> None:
-        """Forget what is older than the window; unexplained symptoms wait for order matching."""
-        if now is None or now <= self._now:
+
+class Correlator(Pairing):
+    """Pairs nginx symptoms with backend causes as events arrive (the daemon).
+
+    >>> c = Correlator()
+    >>> c.observe(Event(100.0, "worker_harakiri", "uwsgi", {"worker_pid": 7}))
+    []
+    >>> c.observe(Event(101.0, "upstream_premature_close", "nginx",
+    ...                 {"upstream": "uwsgi://127.0.0.1:3031"}, n=3))[0].n
+    1
+    """
+
+    def __init__(self, window: float = DEFAULT_WINDOW, *, max_pending: int = 1024) -> None:
+        super().__init__()
+        self.window = window
+        self._symptoms: deque[_Waiting] = deque(maxlen=max_pending)
+        self._causes: deque[_Waiting] = deque(maxlen=max_pending)
+        self._lasting: deque[_Waiting] = deque(maxlen=max_pending)  # startup failures
+        self._now = float("-inf")
+
+    def observe(self, event: Event) -> list[RootCause]:
+        """Take one event; return the root causes it completes (usually none or one)."""
+        time = event.time if event.time is not None else self._now
+        self._advance(time)
+        if is_symptom(event):
+            upstream = event.facts.get("upstream")
+            waiting = _Waiting(time, event, event.n,
+                               upstream=_upstream(upstream) if upstream else None)
+            found = self._pair_with(waiting, self._causes)
+            if waiting.n:
+                found += self._pair_with(waiting, self._lasting)
+            if waiting.n:
+                self._symptoms.append(waiting)
+            return found
+        cause, n = self._cause(event)
+        if cause is None or not n:
+            return []
+        waiting = _Waiting(time, event, n, cause)
+        found = self._pair_with(waiting, self._symptoms)
+        if CAUSES[cause].lasting:
+            self._lasting.append(waiting)
+        elif waiting.n:
+            self._causes.append(waiting)
+        return found
+
+    def observe_all(self, events: Iterable[Event]) -> list[RootCause]:
+        """Take the events of one instant (a block read at once): the symptoms first, so
+        a cause chooses among all of them, and kills before deaths."""
+        return [found for event in sorted(events, key=_order)
+                for found in self.observe(event)]
+
+    def _pair_with(self, new: _Waiting, pending: deque[_Waiting]) -> list[RootCause]:
+        """Pair *new* with fitting events of *pending* within the window: a new symptom
+        with the oldest causes, a new cause with its preferred symptoms, oldest first."""
+        candidates = [(i, other) for i, other in enumerate(islice(pending, _SCAN))
+                      if self._near(new, other)
+                      and (_fits(new, other) if new.cause is None else _fits(other, new))]
+        if new.cause is not None:
+            explains = CAUSES[new.cause].explains
+            candidates.sort(key=lambda c: explains.index(c[1].event.incident))
+        found, used = [], []
+        for i, other in candidates:
+            symptom, cause = (new, other) if new.cause is None else (other, new)
+            found.append(self._pair(symptom, cause))
+            if not other.n:
+                used.append(i)
+            if not new.n:
+                break
+        for i in sorted(used, reverse=True):
+            del pending[i]
+        return found
+
+    def _near(self, new: _Waiting, other: _Waiting) -> bool:
+        symptom, cause = (new, other) if new.cause is None else (other, new)
+        assert cause.cause is not None
+        if CAUSES[cause.cause].lasting:
+            return 0 <= symptom.time - cause.time <= LASTING
+        return abs(new.time - other.time) <= self.window
+
+    def _advance(self, now: float) -> None:
+        """Forget what is too old to pair."""
+        if now <= self._now:
             return
         self._now = now
         horizon = now - self.window
-        while self._symptoms and _before(self._symptoms[0], horizon):
-            gone = self._symptoms.popleft()
-            if self._keep:
-                family = gone.upstream.family if gone.upstream is not None else None
-                pool = self._unexplained.get(family)
-                if pool is None:
-                    pool = self._unexplained[family] = deque(maxlen=self._keep)
-                pool.append(gone)
-        while self._causes and _before(self._causes[0], horizon):
-            self._causes.popleft()
+        for pending, since in ((self._symptoms, horizon), (self._causes, horizon),
+                               (self._lasting, now - LASTING)):
+            while pending and pending[0].time < since:
+                pending.popleft()
 
 
-def _before(waiting: _Waiting, horizon: float) -> bool:
-    return waiting.time is not None and waiting.time < horizon
+def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pairing:
+    """Pair a scan's events, all known at once (:class:`~gw502d.remediate.root_causes.
+    Timeline`). Every fitting (cause, symptom) within reach is a candidate: a dated cause
+    reaches the window around its time, an undated one its span (nginx wrote its line in
+    the same second). The best candidates pair first, over all causes at once: the
+    symptom the cause explains best, a dated cause before an undated one, the closest in
+    time, on the protocol the backend most often speaks; so no cause takes a symptom
+    another explains better. An undated cause without a span stays unpaired.
+
+    Exact and unbounded: each cause walks outward from its time through the symptoms it
+    fits (grouped by incident and upstream, taken ones skipped), one step per pop of a
+    heap, so a storm costs O((causes + pairs) log causes), not a window's worth per cause."""
+    pairing = Pairing()
+    heap = [(*reach.rank(), reach) for reach in offline_reaches(events, pairing, window)
+            if reach.step()]
+    heapq.heapify(heap)
+    while heap:
+        reach = heapq.heappop(heap)[-1]
+        waiting, symptom = reach.cause, reach.group.found[reach.at]
+        if not (waiting.n or waiting.lasting):
+            continue
+        if symptom.n:
+            pairing.found.append(pairing._pair(symptom, waiting))
+            if not symptom.n:
+                reach.group.taken(reach.at)
+        if (waiting.n or waiting.lasting) and reach.step():
+            heapq.heappush(heap, (*reach.rank(), reach))
+    return pairing
+
+
+def offline_reaches(events: Sequence[Event], pairing: Pairing,
+                    window: float = DEFAULT_WINDOW) -> list[_Reach]:
+    """Every (cause, group of symptoms it fits, preference) of a scan, before any pairing
+    (*pairing* counts the causes)."""
+    symptoms: list[_Waiting] = []
+    causes: list[tuple[float, float, _Waiting]] = []
+    for event in sorted(events, key=_order_offline):
+        if is_symptom(event):
+            if event.time is not None:
+                upstream = event.facts.get("upstream")
+                symptoms.append(_Waiting(event.time, event, event.n,
+                                         upstream=_upstream(upstream) if upstream else None))
+            continue
+        cause, n = pairing._cause(event)
+        if cause is None or not n:
+            continue
+        if event.time is not None:
+            low, high, slack = event.time, event.time, window
+        elif event.span is not None:
+            low, high = event.span
+            slack = _SECOND
+        else:
+            continue
+        lasting = CAUSES[cause].lasting
+        causes.append((low - (0 if lasting else slack), high + (LASTING if lasting else slack),
+                       _Waiting(high, event, n, cause)))
+    groups: dict[tuple[str, Upstream | None], list[_Waiting]] = {}
+    for s in symptoms:  # in time order: each group is sorted
+        groups.setdefault((s.event.incident, s.upstream), []).append(s)
+    by_incident: dict[str, list[_Group]] = {}
+    for (incident, upstream), found in groups.items():
+        by_incident.setdefault(incident, []).append(_Group(upstream, found))
+    order = count()  # ties go to the earlier cause
+    return [_Reach(group, waiting, preference, next(order), (low, high))
+            for low, high, waiting in causes
+            for preference, incident in enumerate(CAUSES[waiting.cause or ""].explains)
+            for group in by_incident.get(incident, ())
+            if _fits_upstream(group.upstream, waiting)]
+
+
+class _Group:
+    """A scan's symptoms of one incident on one upstream, in time order. Every one of them
+    fits a cause the group fits, and taken ones are skipped in near-constant time, so the
+    next nearest symptom of a cause is found without testing or rescanning."""
+
+    __slots__ = ("_left", "_right", "found", "times", "upstream")
+
+    def __init__(self, upstream: Upstream | None, found: list[_Waiting]) -> None:
+        self.upstream, self.found = upstream, found
+        self.times = [s.time for s in found]
+        self._right = list(range(len(found) + 1))  # i -> the first untaken index >= i
+        self._left = list(range(len(found) + 1))  # i + 1 -> 1 + the last untaken <= i
+
+    def taken(self, i: int) -> None:
+        self._right[i], self._left[i + 1] = i + 1, i
+
+    def right(self, i: int) -> int:
+        return _root(self._right, i)
+
+    def left(self, i: int) -> int:
+        return _root(self._left, i + 1) - 1
+
+
+def _root(parent: list[int], i: int) -> int:
+    """The representative of *i* (path halving: taken runs are crossed once)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class _Reach:
+    """One cause's walk through one group: the untaken symptoms within its reach, the
+    closest to its time first (in time order for an undated or lasting cause)."""
+
+    __slots__ = (
+        "_next_left",
+        "_next_right",
+        "at",
+        "cause",
+        "center",
+        "end",
+        "group",
+        "order",
+        "other_family",
+        "preference",
+        "start",
+    )
+
+    def __init__(self, group: _Group, cause: _Waiting, preference: int, order: int,
+                 reach: tuple[float, float]) -> None:
+        low, high = reach
+        self.group, self.cause, self.preference, self.order = group, cause, preference, order
+        # at equal distance, the protocol the backend speaks first: uWSGI is most often
+        # behind uwsgi_pass (its http-socket is the rarer case), gunicorn only speaks http
+        up = group.upstream
+        self.other_family = up is not None and up.family != _FIRST_FAMILY[cause.event.source]
+        self.center = None if cause.lasting else cause.event.time
+        self.start = bisect.bisect_left(group.times, low)
+        self.end = bisect.bisect_right(group.times, high, self.start)
+        middle = self.start if self.center is None else bisect.bisect_left(
+            group.times, self.center, self.start, self.end)
+        self._next_right, self._next_left, self.at = middle, middle - 1, -1
+
+    def step(self) -> bool:
+        """Move to the nearest untaken symptom within reach (``at``); False if none is left."""
+        group, center = self.group, self.center
+        right = group.right(self._next_right)
+        right = right if right < self.end else -1
+        left = group.left(self._next_left) if center is not None else -1
+        left = left if left >= self.start else -1
+        if right < 0 and left < 0:
+            return False
+        if left < 0 or (right >= 0 and center is not None
+                        and group.times[right] - center <= center - group.times[left]):
+            self.at, self._next_right = right, right
+        else:
+            self.at, self._next_left = left, left
+        return True
+
+    def rank(self) -> tuple[int, bool, float, bool, int]:
+        """How good a pair the symptom at ``at`` makes: lower pairs first."""
+        distance = 0.0 if self.center is None else abs(self.group.times[self.at] - self.center)
+        return (self.preference, self.cause.event.time is None, distance, self.other_family,
+                self.order)
+
+
+def _order(event: Event) -> tuple[bool, bool]:
+    """Within one instant: symptoms first, then kills, then the rest."""
+    return (not is_symptom(event), (event.incident, event.source) not in _KILLS)
+
+
+def _order_offline(event: Event) -> tuple[float, bool, bool]:
+    span = event.span
+    at = event.time if event.time is not None else (span[1] if span else float("inf"))
+    return (at, *_order(event))
 
 
 @functools.lru_cache(maxsize=1024)  # a host has few upstreams
@@ -284,15 +482,19 @@ def _upstream(text: str) -> Upstream:
     return Upstream.parse(text)
 
 
-def _near(a: _Waiting, b: _Waiting, window: float) -> bool:
-    return a.time is not None and b.time is not None and abs(a.time - b.time) <= window
-
-
 def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
-    """Same upstream as far as it can be told: scheme family, then the peer if known."""
-    up = symptom.upstream
-    if up is None:  # nginx cut the line before its upstream field
-        return True
+    """A symptom the cause can produce, on the same upstream as far as it can be told."""
     assert cause.cause is not None
+    return (symptom.event.incident in CAUSES[cause.cause].explains
+            and _fits_upstream(symptom.upstream, cause))
+
+
+def _fits_upstream(up: Upstream | None, cause: _Waiting) -> bool:
+    """Scheme family, then the peer if known. No trusted upstream field (a line nginx
+    cut): any scheme must fit."""
+    assert cause.cause is not None
+    families = CAUSES[cause.cause].families
+    if up is None:
+        return families >= _UWSGI_OR_HTTP
     peer = cause.event.peer
-    return up.family in CAUSES[cause.cause] and (peer is None or peer == up.peer)
+    return up.family in families and (peer is None or peer == up.peer)

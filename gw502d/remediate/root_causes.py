@@ -17,18 +17,21 @@ read after a restart has no such times: it is stamped with its arrival.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from gw502d.classify.block import Block
-from gw502d.classify.events import Event, EventReader
+from gw502d.classify.block import Block, Match, Paired
+from gw502d.classify.events import Event, EventReader, Span
 from gw502d.classify.keys import Key, nest
 from gw502d.classify.matcher import Slot
+from gw502d.parse import FORMATS
+from gw502d.parse.times import written_at
 from gw502d.remediate.correlate import (
     DEFAULT_WINDOW,
     ROOT_CAUSE_PAIRS,
     WATCHED,
     Correlator,
-    kills_first,
+    Pairing,
+    pair_offline,
 )
 
 
@@ -41,7 +44,8 @@ class _Readers:
         # its id is not reused while the entry lives
         self._readers: dict[int, tuple[Slot, EventReader]] = {}
 
-    def events(self, block: Block, *, dated: bool) -> list[Event]:
+    def events(self, block: Block, *, dated: bool,
+               span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
         out: list[Event] = []
         index: dict[int, int] | None = None  # line (by id) -> its index, for block.times
         for k, slot, hits in block.runs:
@@ -56,7 +60,10 @@ class _Readers:
                 if index is None:  # built in C, and only for a block with events
                     index = dict(zip(map(id, block.lines), range(len(block.lines)), strict=True))
                 at = [_bucket(block.times[index[id(m.string)]]) for m in hits]
-            out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at)
+            fmt = FORMATS.get(slot.family.name)
+            spans = span_of if fmt is not None and fmt.anchors else None
+            out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at,
+                                   span_of=spans)
         return out
 
 
@@ -89,6 +96,7 @@ class RootCauses:
         for found in self.correlator.observe_all(events):
             pair = (found.incident, found.cause)
             self.counts[pair] = self.counts.get(pair, 0) + found.n
+            block.paired.append(Paired(found.incident, found.cause, found.time, found.n))
 
     def by_incident(self) -> dict[str, dict[str, int]]:
         """Counts as ``{incident: {cause: n}}``."""
@@ -96,37 +104,62 @@ class RootCauses:
 
 
 class Timeline:
-    """A scan's events, kept until every file is read, then replayed in time order.
+    """A scan's events, kept until every file is read, then paired all at once.
 
-    Merge-sorting the events, not the files: an nginx error log and a uWSGI log cover the
-    same hours, so whole files in any order would never put an event next to its cause.
-    Memory: one small tuple per distinct event, at most *limit* (``dropped`` counts the
-    lines of more).
+    Pairing the events, not the files: an nginx error log and a uWSGI log cover the same
+    hours, so whole files in any order would never put an event next to its cause. An
+    undated line gets the span between the dated lines around it in its block (its own
+    log's: uWSGI's request log lines tell when they were written). Memory: one small tuple
+    per distinct event, at most *limit* (``dropped`` counts the lines of more).
     """
 
     def __init__(self, keys: Sequence[Key], limit: int = 500_000) -> None:
         self.limit = limit
         self.dropped = 0
         self._readers = _Readers(keys)
-        self._dated: list[tuple[float, bool, int, Event]] = []
-        self._undated: list[Event] = []
+        self._events: list[Event] = []
 
     def add(self, block: Block) -> None:
         """The scan's root-cause stage: keep the block's events with their own times."""
-        for event in self._readers.events(block, dated=True):
-            if len(self._dated) + len(self._undated) >= self.limit:
+        for event in self._readers.events(block, dated=True, span_of=_Spans(block)):
+            if len(self._events) >= self.limit:
                 self.dropped += event.n
-            elif event.time is None:
-                self._undated.append(event)
             else:
-                self._dated.append((event.time, kills_first(event), len(self._dated), event))
+                self._events.append(event)
 
-    def correlate(self, window: float = DEFAULT_WINDOW) -> Correlator:
-        """Replay dated events by time, then undated ones in file order (order matching)."""
-        correlator = Correlator(window, keep_unexplained=self.limit)
-        self._dated.sort(key=lambda e: e[:3])
-        for *_, event in self._dated:
-            correlator.observe(event)
-        for event in self._undated:
-            correlator.observe(event)
-        return correlator
+    def correlate(self, window: float = DEFAULT_WINDOW) -> Pairing:
+        """Pair every event kept (:func:`~gw502d.remediate.correlate.pair_offline`)."""
+        return pair_offline(self._events, window)
+
+
+class _Spans:
+    """The span of time an undated line of a block was written in: from the nearest line
+    before it that says when it was written to the nearest one after (at a block's edge,
+    the window beside the one there is); only blocks with undated hits pay for it."""
+
+    _REACH = 5000  # lines looked at on each side
+
+    def __init__(self, block: Block) -> None:
+        self._lines = block.lines
+        self._slots = block.slots
+        self._index: dict[int, int] | None = None
+
+    def __call__(self, m: Match) -> Span | None:
+        if self._index is None:  # built in C: a block has thousands of lines
+            self._index = dict(zip(map(id, self._lines), range(len(self._lines)),
+                                   strict=True))
+        i = self._index.get(id(m.string))
+        family = self._slots[m.lastindex].family.name  # type: ignore[index]
+        if i is None:
+            return None
+        lines = self._lines
+        low = next((t for line in reversed(lines[max(i - self._REACH, 0):i])
+                    if (t := written_at(family, line)) is not None), float("-inf"))
+        high = next((t for line in lines[i + 1:i + 1 + self._REACH]
+                     if (t := written_at(family, line)) is not None), float("inf"))
+        if low == float("-inf") and high == float("inf"):
+            return None
+        if low == float("-inf") or high == float("inf"):  # at a block's edge: near the one
+            low, high = (high - DEFAULT_WINDOW, high) if low == float("-inf") else (
+                low, low + DEFAULT_WINDOW)
+        return (min(low, high), max(low, high))  # anchors out of order: trust neither side

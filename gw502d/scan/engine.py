@@ -24,9 +24,10 @@ from gw502d.classify.events import EVENT_FACTS
 from gw502d.classify.matcher import Hit
 from gw502d.classify.tally import Tallies
 from gw502d.parse.syslog import PrefixTimes, strip_block
+from gw502d.parse.times import line_time
 from gw502d.parse.traceback import record_start
 from gw502d.remediate.advice import remediation_for
-from gw502d.remediate.correlate import DEFAULT_WINDOW, Correlator
+from gw502d.remediate.correlate import DEFAULT_WINDOW, SYMPTOMS, Pairing
 from gw502d.remediate.root_causes import Timeline
 from gw502d.source.inputs import InputError, blocks, expand
 from gw502d.source.journal import JournalError, JournalReader
@@ -37,29 +38,62 @@ _SYSLOG_SHARE = 0.8
 _SYSLOG_SAMPLE = 20
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Occurrence:
-    """One incident line found by a scan (the jsonl record)."""
+    """One incident line found by a scan (the jsonl record), with its root cause once
+    pairing has found one."""
 
     path: str
     line: int
     hit: Hit
+    root_cause: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "line": self.line, "source": self.hit.incident.source,
             "incident": self.hit.incident.id, "fields": self.hit.facts,
+            "root_cause": self.root_cause,
             "remediation": remediation_for(self.hit.incident, self.hit.facts),
         }
 
 
 class Occurrences:
     """The jsonl stage: each incident line with the 1-based number of its record's first
-    line (a traceback's ``Traceback (most recent call last):``)."""
+    line (a traceback's ``Traceback (most recent call last):``).
+
+    An nginx line a backend event may explain is held until every input is read and
+    paired (:meth:`finish`), up to :data:`HELD` of them; the others go out at once.
+    """
+
+    HELD = 200_000
 
     def __init__(self, emit: Callable[[Occurrence], None]) -> None:
         self._emit = emit
         self._seen: dict[str, int] = {}  # lines read per path before this block
+        self._held: list[Occurrence] = []
+
+    def _out(self, occurrence: Occurrence) -> None:
+        key = occurrence.hit.incident.key
+        if key in SYMPTOMS and len(self._held) < self.HELD:
+            self._held.append(occurrence)
+        else:
+            self._emit(occurrence)
+
+    def finish(self, pairing: Pairing) -> None:
+        """Name each held line's root cause (the pairs say how many lines of an incident,
+        time and upstream) and emit them in the order they were read."""
+        causes: dict[tuple[str, float | None, str | None], list[str]] = {}
+        for found in pairing.found:
+            causes.setdefault((found.incident, found.time, found.upstream), []).extend(
+                [found.cause] * found.n)
+        for occurrence in self._held:
+            facts = occurrence.hit.facts
+            time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
+            waiting = causes.get((occurrence.hit.incident.id, time, facts.get("upstream")))
+            if waiting:
+                occurrence.root_cause = waiting.pop(0)
+            self._emit(occurrence)
+        self._held = []
 
     def emit(self, block: Block) -> None:
         base = self._seen.get(block.log, 0)
@@ -70,9 +104,9 @@ class Occurrences:
                 break
             if m.string is line:  # the matcher was given this very object
                 slot = block.slots[m.lastindex]  # type: ignore[index]
-                if not slot.incident.companion:
+                if not slot.incident.companion and id(m) not in block.ended:
                     first = record_start(block.lines, i, slot.incident.source)
-                    self._emit(Occurrence(block.log, base + first + 1, slot.resolve(line)))
+                    self._out(Occurrence(block.log, base + first + 1, slot.resolve(line)))
                 m = next(hits, None)
         self._seen[block.log] = base + len(block.lines)
 
@@ -84,7 +118,7 @@ class ScanResult:
     events beyond the timeline's cap)."""
 
     tallies: Tallies
-    correlator: Correlator = field(default_factory=Correlator)
+    correlator: Pairing = field(default_factory=Pairing)
     uncorrelated: int = 0
     lines: int = 0
     files: list[str] = field(default_factory=list)
@@ -101,8 +135,9 @@ def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
     tallies = Tallies(catalog, capture=EVENT_FACTS)
     timeline = Timeline(catalog.keys)
     route: list[Stage] = [tallies.count, timeline.add]
-    if on_occurrence is not None:
-        route.append(Occurrences(on_occurrence).emit)
+    occurrences = Occurrences(on_occurrence) if on_occurrence is not None else None
+    if occurrences is not None:
+        route.append(occurrences.emit)
     inputs, errors = expand(paths)
     result = ScanResult(tallies, errors=errors)
     sources = [(path, _file_blocks(path, max_line)) for path in inputs]
@@ -121,6 +156,8 @@ def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
         result.files.append(path)
     result.correlator = timeline.correlate(window)
     result.uncorrelated = timeline.dropped
+    if occurrences is not None:
+        occurrences.finish(result.correlator)
     return result
 
 
