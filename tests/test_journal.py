@@ -38,6 +38,7 @@ from gw502d.source.state import State, StateFile
 from tests.servers.journal import (
     JOURNAL_REMOTE,
     JournalWriter,
+    cmdline,
     export_entry,
     kill_quietly,
     real_lines,
@@ -489,17 +490,10 @@ def test_torture_sigkills_during_appends_count_every_entry_once(
     assert final["bad"] == [], f"seed {seed}: {final['bad'][:10]}"
     assert final["next"] == n and kills >= 3, (final, n, kills, seed)
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and str(jdir).encode()
-                 in _cmdline(int(p))]
+                 in cmdline(int(p))]
     for pid in leftovers:
         kill_quietly(int(pid))
     assert not leftovers, "journalctl outlived its killed parent"
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def follow_main(config_path: str) -> None:

@@ -39,6 +39,7 @@ from tests.servers.journal import (
     JournalStream,
     JournalWriter,
     StdoutPump,
+    cmdline,
     journalctls,
     kill_quietly,
     torture_run,
@@ -108,14 +109,7 @@ def companions_of(samples: Any) -> dict[Key, float]:
 
 def children(d: DaemonProcess, jdir: Path) -> list[int]:
     """The journalctl --follow the daemon runs for *jdir* (not its short probes)."""
-    return [p for p in journalctls(jdir) if _parent(p) == d.pid and b"--follow\0" in _argv(p)]
-
-
-def _argv(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    return [p for p in journalctls(jdir) if _parent(p) == d.pid and b"--follow\0" in cmdline(p)]
 
 
 def _parent(pid: int) -> int:

@@ -170,16 +170,21 @@ def torture_run(markexpr: str, default: float) -> tuple[float, int, random.Rando
     return seconds, seed, random.Random(seed)
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's NUL-separated argv (b"" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def journalctls(where: Path) -> list[int]:
     """PIDs of journalctl processes reading a journal under *where* (ours: a test's)."""
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        argv = cmdline(pid).split(b"\0")
         if argv[0].endswith(b"journalctl") and any(str(where).encode() in a for a in argv):
-            found.append(int(pid))
+            found.append(pid)
     return found
 
 
