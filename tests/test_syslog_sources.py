@@ -143,15 +143,21 @@ def test_scan_dates_syslog_lines_by_their_prefix(tmp_path: Path) -> None:
              'while reading response header from upstream, client: 127.0.0.1, server: '
              'localhost, request: "GET /slow HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031"')
     prefix = time.strftime("%b %e %H:%M:%S", time.localtime(now)) + " web1 uwsgi[2201]: "
-    (tmp_path / "error.log").write_text(f"{nginx_at(now - 3600, reset)}\n"
-                                        f"{nginx_at(now, close)}\n")
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S.250000%z", time.localtime(now))  # rsyslog's precise
+    (tmp_path / "error.log").write_text(f"{nginx_at(now - 3600, reset)}\n")
     (tmp_path / "syslog").write_text(
-        prefix + "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")
+        iso + " web1 nginx: " + nginx_at(now, close) + "\n" + prefix
+        + "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")
     out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", "json",
                           str(tmp_path)], capture_output=True, timeout=60, check=True, cwd=ROOT)
     summary = json.loads(out.stdout)
     assert summary["counts"]["worker_died"]["uwsgi"] == 1
     assert summary["root_causes"] == {"upstream_premature_close": {"worker_oom_killed": 1}}
+    out = subprocess.run([sys.executable, "-m", "gw502d", "scan", "--format", "jsonl",
+                          str(tmp_path)], capture_output=True, timeout=60, check=True, cwd=ROOT)
+    causes = {r["incident"]: r["root_cause"] for r in map(json.loads, out.stdout.splitlines())
+              if r["source"] == "nginx"}
+    assert causes == {"upstream_reset": None, "upstream_premature_close": "worker_oom_killed"}
     # the same death without its prefix is undated: it cannot tell which one it explains
     (tmp_path / "syslog").write_text(
         "DAMN ! worker 2 (pid: 2202) died, killed by signal 9 :( trying respawn ...\n")

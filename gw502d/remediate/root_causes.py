@@ -59,7 +59,7 @@ class _Readers:
             if block.times is not None:
                 if index is None:  # built in C, and only for a block with events
                     index = dict(zip(map(id, block.lines), range(len(block.lines)), strict=True))
-                at = [_bucket(block.times[index[id(m.string)]]) for m in hits]
+                at = [source_time(block.times[index[id(m.string)]]) for m in hits]
             fmt = FORMATS.get(slot.family.name)
             spans = span_of if fmt is not None and fmt.anchors else None
             out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at,
@@ -67,9 +67,10 @@ class _Readers:
         return out
 
 
-def _bucket(t: float | None) -> float | None:
-    """A source's time to 10 ms: the same event's lines within it are one
-    :class:`Event` with a count (a file block's lines share one arrival time too)."""
+def source_time(t: float | None) -> float | None:
+    """A line's time from its source (``Block.times``) as its events carry it: to 10 ms,
+    so the same event's lines within it are one :class:`Event` with a count (a file
+    block's lines share one arrival time too)."""
     return None if t is None else round(t, 2)
 
 

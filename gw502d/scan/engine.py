@@ -28,7 +28,7 @@ from gw502d.parse.times import line_time
 from gw502d.parse.traceback import record_start
 from gw502d.remediate.advice import remediation_for
 from gw502d.remediate.correlate import DEFAULT_WINDOW, SYMPTOMS, Pairing
-from gw502d.remediate.root_causes import Timeline
+from gw502d.remediate.root_causes import Timeline, source_time
 from gw502d.source.inputs import InputError, blocks, expand
 from gw502d.source.journal import JournalError, JournalReader
 from gw502d.source.lines import MAX_LINE
@@ -47,6 +47,7 @@ class Occurrence:
     line: int
     hit: Hit
     root_cause: str | None = None
+    source_time: float | None = None  # the time its source gave the line (a journal's)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,7 +89,9 @@ class Occurrences:
                 [found.cause] * found.n)
         for occurrence in self._held:
             facts = occurrence.hit.facts
-            time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
+            time = occurrence.source_time
+            if time is None:
+                time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
             waiting = causes.get((occurrence.hit.incident.id, time, facts.get("upstream")))
             if waiting:
                 occurrence.root_cause = waiting.pop(0)
@@ -106,7 +109,9 @@ class Occurrences:
                 slot = block.slots[m.lastindex]  # type: ignore[index]
                 if not slot.incident.companion and id(m) not in block.ended:
                     first = record_start(block.lines, i, slot.incident.source)
-                    self._out(Occurrence(block.log, base + first + 1, slot.resolve(line)))
+                    at = source_time(block.times[i]) if block.times is not None else None
+                    self._out(Occurrence(block.log, base + first + 1, slot.resolve(line),
+                                         source_time=at))
                 m = next(hits, None)
         self._seen[block.log] = base + len(block.lines)
 
