@@ -262,6 +262,7 @@ def test_journal_unit_flag_follows_the_hosts_journal(tmp_path: Path,
     assert ("gw502d_journal_records_total", frozenset({("log", "shop.service")})) in samples
     status, body, _ = d.get("/healthz")
     assert status == 200 or "'shop.service'" in body, body
+    d.wait_for(lambda: any(e.get("event") == "started" for e in d.events()), "started")
     started = next(e for e in d.events() if e.get("event") == "started")
     assert started["journals"] == ["shop.service"]
     assert d.stop() == 0
