@@ -602,12 +602,12 @@ class JournalFollower:
 
     def _fail(self, kind: str, problem: str, now: float, *, quiet: bool = False) -> None:
         """Set the problem, log it, and wait before the next start (doubling each time)."""
+        with self._stats_lock:  # counted first: whoever sees the problem sees the error
+            self._stats.errors += 1
         if not quiet:
             self._set_problem(kind, problem)
         log.warning("journalctl not running, retrying", log=self.spec.name, problem=problem,
                     retry_in=self._backoff)
-        with self._stats_lock:
-            self._stats.errors += 1
         self._restart_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self._max_backoff)
 
