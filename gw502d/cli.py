@@ -1,4 +1,4 @@
-"""Command line: ``gw502d scan | explain | patterns | run | check-config``."""
+"""Command line: ``gw502d scan | explain | patterns | fix | run | check-config``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from gw502d.remediate.advice import remediation_for
 from gw502d.remediate.correlate import DEFAULT_WINDOW
 from gw502d.scan import render
 from gw502d.scan.engine import Occurrence, scan
+from gw502d.scan.fixcmd import add_fix_command
 from gw502d.source import inputs
 from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
 
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = psub.add_parser("test", help="run the example lines of pattern files")
     pt.add_argument("files", nargs="*", metavar="FILE")
     pt.set_defaults(func=cmd_patterns_test)
+    add_fix_command(sub)
     add_daemon_commands(sub)
     return parser
 

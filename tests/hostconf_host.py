@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers.harness import free_port
+from tests.servers.harness import free_port, make_workdir
 
 PORTS = ("root", "api", "json", "json_backup", "static", "images", "exact", "blog")
+
+
+def temp_paths(run: Path) -> str:
+    """http-level temp paths under *run*: nginx -t and a root nginx never touch /var/lib."""
+    return "".join(f"    {name}_temp_path {run}/{dir_};\n" for name, dir_ in (
+        ("client_body", "body"), ("proxy", "proxy"), ("uwsgi", "uwsgi"),
+        ("fastcgi", "fastcgi"), ("scgi", "scgi")))
 
 
 @dataclass
@@ -49,12 +58,7 @@ events {{ worker_connections 64; }}
 http {{
     include mime.types;
     access_log {etc}/log/access.log;
-    client_body_temp_path {etc}/run/body;
-    proxy_temp_path {etc}/run/proxy;
-    uwsgi_temp_path {etc}/run/uwsgi;
-    fastcgi_temp_path {etc}/run/fastcgi;
-    scgi_temp_path {etc}/run/scgi;
-
+{temp_paths(etc / "run")}
     uwsgi_read_timeout 30s;
     proxy_read_timeout 45s;
     proxy_set_header X-From-Http 1;
@@ -169,3 +173,16 @@ if False:
     backlog = 10
 graceful_timeout: int = 2
 """
+
+
+@contextmanager
+def shop_host() -> Iterator[Host]:
+    """A written :class:`Host` with :data:`UWSGI_INI` as ``shop.ini``, serving the api port on
+    every address; deleted afterwards."""
+    base = make_workdir()
+    try:
+        host = Host(base).write()
+        (base / "shop.ini").write_text(UWSGI_INI.format(socket=f":{host.ports['api']}"))
+        yield host
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -56,7 +56,8 @@ def _catalog() -> tuple[int, int, list[tuple[str, str, str]]]:
             entries += 1
             for ex in incident.get("example", []):
                 examples += 1
-                if ex["origin"].startswith("real:") and not incident.get("companion"):
+                companion = incident.get("companion") or "companion_of" in incident
+                if ex["origin"].startswith("real:") and not companion:
                     real.append((doc["family"], ex["line"], ex.get("incident", incident["id"])))
         examples += len(doc.get("benign", []))
     return entries, examples, real

@@ -8,7 +8,6 @@ gone from the new logs. Every round runs in a fresh directory with fresh logs.
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from tests.servers.harness import (
     make_workdir,
     wait_for_line,
 )
-from tests.servers.provoke import Via, http_request, pass_block, status_of
+from tests.servers.provoke import Via, pass_block, send_all
 
 pytestmark = pytest.mark.servers
 
@@ -72,7 +71,7 @@ def run_round(backend: Callable[[Path], Backend], location: Callable[[Backend, P
         app = backend(tmp)
         nginx = Nginx(tmp, location(app, tmp))
         with app, nginx:
-            statuses = _send(nginx.port, requests, parallel)
+            statuses = send_all(nginx.port, requests, parallel=parallel)
             if settle is not None:
                 wait_for_line(app.log_path, settle, 6)
             time.sleep(0.5)  # lines written after the answer (uWSGI's complaint, a respawn)
@@ -80,25 +79,6 @@ def run_round(backend: Callable[[Path], Backend], location: Callable[[Backend, P
         return Outcome(statuses, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _send(port: int, requests: Sequence[Request], parallel: bool) -> list[int | None]:
-    statuses: list[int | None] = [None] * len(requests)
-
-    def one(n: int) -> None:
-        path, headers = requests[n]
-        statuses[n] = status_of(http_request(port, path, headers=dict(headers), timeout=15))
-
-    if not parallel:
-        for n in range(len(requests)):
-            one(n)
-        return statuses
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return statuses
 
 
 def passing(via: Via, directives: Mapping[str, str] = {}) -> Callable[[Backend, Path], str]:

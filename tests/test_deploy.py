@@ -27,6 +27,7 @@ DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "gw502d.service"
 PROM = DEPLOY / "prometheus"
 RULES = PROM / "gw502d.rules.yml"
+FLEET_RULES = PROM / "gw502d.fleet.rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "gw502d-dashboard.json"
 GRAFANA_ALERTS = DEPLOY / "grafana" / "provisioning" / "alerting" / "gw502d-alerts.yml"
 GRAFANA_DASHBOARDS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "gw502d.yml"
@@ -45,6 +46,9 @@ EXPORTED_METRICS = frozenset(
         "gw502d_remediation_info",
         "gw502d_last_incident_timestamp_seconds",
         "gw502d_root_causes_total",
+        "gw502d_upstream_incidents_total",
+        "gw502d_upstream_remediation_info",
+        "gw502d_server_config_problems",
         "gw502d_log_lines_total",
         "gw502d_log_bytes_total",
         "gw502d_log_offset_bytes",
@@ -117,10 +121,12 @@ CONFIG_KEYS = frozenset(
         "allowed_hosts",
         "log",
         "journal",
+        "servers",
     }
 )
 LOG_KEYS = frozenset({"path", "family", "name", "format"})
 JOURNAL_KEYS = frozenset({"units", "identifiers", "directory", "file", "family", "name"})
+SERVERS_KEYS = frozenset({"nginx_conf", "uwsgi", "gunicorn", "gunicorn_command"})
 
 
 # --- helpers ---------------------------------------------------------------
@@ -158,7 +164,8 @@ def _known_metric_names() -> frozenset[str]:
 def _recorded_names() -> frozenset[str]:
     return frozenset(
         rule["record"]
-        for group in _load_yaml(RULES)["groups"]
+        for path in (RULES, FLEET_RULES)
+        for group in _load_yaml(path)["groups"]
         for rule in group["rules"]
         if "record" in rule
     )
@@ -403,6 +410,20 @@ def test_promtool_test_rules() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def test_fleet_rules_check_and_test() -> None:
+    """The cross-host join: checked, and its unit tests pass (an nginx upstream's incidents
+    are joined with the worker incidents of the one backend the map names)."""
+    promtool = _tool("promtool", "apt-get install prometheus")
+    result = _run(promtool, "check", "rules", str(FLEET_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run(promtool, "test", "rules", str(PROM / "gw502d.fleet.rules.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    fleet = [r for g in _load_yaml(FLEET_RULES)["groups"] for r in g["rules"]]
+    maps = [r for r in fleet if r.get("record") == "upstream:gw502d_backend:info"]
+    assert maps and all({"upstream", "backend_instance"} <= r["labels"].keys() for r in maps)
+
+
 def test_scrape_job_and_rules_file() -> None:
     config = _load_yaml(PROM / "prometheus.yml")
     assert "gw502d.rules.yml" in config["rule_files"]
@@ -423,12 +444,26 @@ def test_every_alert_is_explained() -> None:
 
 
 def test_incident_alerts_join_remediation() -> None:
-    incident_alerts = [r for r in _prometheus_alerts() if "gw502d_incidents_total" in r["expr"]]
+    """Counts per pair join the pair's remediation; counts per upstream join that
+    upstream's, on the upstream label (an alert never carries another upstream's fix)."""
+    joins = {
+        "gw502d_incidents_total": ("on (cluster, job, instance, incident, source) "
+                                   "group_left (remediation)", "gw502d_remediation_info"),
+        "gw502d_upstream_incidents_total": (
+            "on (cluster, job, instance, incident, source, upstream) group_left (remediation)",
+            "gw502d_upstream_remediation_info"),
+    }
+    incident_alerts = [r for r in _prometheus_alerts()
+                       if promql_metric_names(r["expr"]) & joins.keys()]
     assert incident_alerts
+    per_upstream = [r["alert"] for r in incident_alerts
+                    if "gw502d_upstream_incidents_total" in promql_metric_names(r["expr"])]
+    assert len(per_upstream) >= 5, per_upstream
     for rule in incident_alerts:
         expr = _squash(rule["expr"])
-        assert "group_left (remediation)" in expr, rule["alert"]
-        assert "gw502d_remediation_info" in expr, rule["alert"]
+        for counts in promql_metric_names(expr) & joins.keys():
+            on, info = joins[counts]
+            assert on in expr and info in promql_metric_names(expr), rule["alert"]
         assert rule["annotations"]["remediation"] == "{{ $labels.remediation }}", rule["alert"]
         # Text in a label would make every rewording a new alert.
         assert rule["labels"].get("remediation") == "", rule["alert"]
@@ -437,7 +472,8 @@ def test_incident_alerts_join_remediation() -> None:
 def test_every_catalog_pair_has_an_alert() -> None:
     covered: set[tuple[str, str]] = set()
     for rule in _prometheus_alerts():
-        for selector in re.findall(r"gw502d_incidents_total\{([^}]*)\}", rule["expr"]):
+        for selector in re.findall(r"gw502d_(?:upstream_)?incidents_total\{([^}]*)\}",
+                                   rule["expr"]):
             matchers = dict(re.findall(r'(\w+)\s*=~?\s*"([^"]*)"', selector))
             incident_re = matchers.get("incident", ".*")
             source_re = matchers.get("source", ".*")
@@ -487,6 +523,7 @@ def test_queries_use_only_exported_metrics() -> None:
     recorded = _recorded_names()
     sources = {
         "prometheus rules": [r["expr"] for r in _prometheus_rules()],
+        "fleet rules": [r["expr"] for g in _load_yaml(FLEET_RULES)["groups"] for r in g["rules"]],
         "dashboard": _dashboard_exprs() + _dashboard_variable_queries(),
         "grafana alerts": _grafana_rule_exprs(),
     }
@@ -500,7 +537,8 @@ def test_queries_use_only_exported_metrics() -> None:
 def test_templates_name_only_exported_metrics() -> None:
     """Also the queries inside alert templates and panel descriptions."""
     allowed = _known_metric_names()
-    documents = [_load_yaml(RULES), _dashboard(), _load_yaml(GRAFANA_ALERTS)]
+    documents = [_load_yaml(RULES), _load_yaml(FLEET_RULES), _dashboard(),
+                 _load_yaml(GRAFANA_ALERTS)]
     for document in documents:
         for text in _strings(document):
             for name in re.findall(r"(?<![\w:])gw502d_\w+(?![\w:])", text):
@@ -561,6 +599,10 @@ def test_dashboard_has_the_panels_an_sre_looks_for() -> None:
     assert any(p["type"] == "timeseries" for p in panels_using("gw502d_incidents_total"))
     assert panels_using("gw502d_root_causes_total")
     assert any(p["type"] == "table" for p in panels_using("gw502d_remediation_info"))
+    assert any(p["type"] == "timeseries"
+               for p in panels_using("gw502d_upstream_incidents_total"))
+    assert any(p["type"] == "table" for p in panels_using("gw502d_upstream_remediation_info"))
+    assert panels_using("gw502d_server_config_problems")
     for metric in (
         "gw502d_log_lag_bytes",
         "gw502d_log_read_errors_total",
@@ -605,7 +647,7 @@ def test_grafana_alerts_match_prometheus_alerts() -> None:
         assert rule["labels"]["severity"] == expected["labels"]["severity"], name
         for annotation in ("summary", "description", "remediation"):
             assert rule["annotations"].get(annotation), f"{name} has no {annotation}"
-        if "gw502d_remediation_info" in query:
+        if "remediation_info" in query:
             assert rule["annotations"]["remediation"] == "{{ $labels.remediation }}", name
         assert rule["noDataState"] == "OK", name
 
@@ -766,6 +808,7 @@ def test_kubernetes_servicemonitor_selects_both_services() -> None:
 
 def _check_config(config: dict[str, Any]) -> None:
     assert set(config) <= CONFIG_KEYS, set(config) - CONFIG_KEYS
+    assert set(config.get("servers", {})) <= SERVERS_KEYS, config["servers"]
     assert config["log"], "no [[log]]"
     for log in config["log"]:
         assert set(log) <= LOG_KEYS, log
@@ -787,6 +830,7 @@ def test_config_example() -> None:
     assert config["incidents_buffer"] == 200
     assert config["redact"] is True
     assert isinstance(config["pattern_dirs"], list)
+    assert config["servers"]["nginx_conf"] == "/etc/nginx/nginx.conf"
 
 
 # --- Docker ----------------------------------------------------------------

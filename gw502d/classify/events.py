@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from gw502d.classify.block import Match
@@ -59,26 +58,29 @@ class EventReader:
         without one, or the span *span_of* finds around them), else all at *when* (the
         daemon: their arrival). *at*, when given, is each hit's time from its source (a
         journal record's, a syslog prefix's): it wins where it is known."""
-        raws = self._read(hits)
-        times = (time_bytes for (time_bytes,) in self._read_time(hits)) \
-            if dated and self._dated else repeat(None)
+        raws = list(self._read(hits))
+        stamps: list[bytes | float | None] = [
+            stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
+            else [None] * len(raws)
+        if at is not None:
+            stamps = [s if a is None else a for a, s in zip(at, stamps, strict=True)]
         key = self._key
-        if span_of is None and at is None:  # counted in C: a storm's hits cost no Python each
-            counted = Counter(zip(times, raws, strict=False))
-            return [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
-                          self._convert(raw), n=n) for (stamp, raw), n in counted.items()]
-        found: Counter[tuple[float | None, Span | None, RawKey]] = Counter()
-        sourced = repeat(None) if at is None else at
-        for m, a, stamp, raw in zip(hits, sourced, times, raws, strict=False):
-            t = a if a is not None else self._time(stamp)
-            span = span_of(m) if t is None and span_of is not None else None
-            found[(when if t is None else t, span, raw)] += 1
-        return [Event(t, key[0], key[1], self._convert(raw), n=n, span=span)
-                for (t, span, raw), n in found.items()]
+        # counted in C: a storm's hits cost no Python each
+        events = [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
+                        self._convert(raw), n=n)
+                  for (stamp, raw), n in Counter(zip(stamps, raws, strict=True)).items()
+                  if stamp is not None or span_of is None]
+        if span_of is not None and None in stamps:  # undated lines: each its own span
+            found: Counter[tuple[Span | None, RawKey]] = Counter(
+                (span_of(m), raw) for m, stamp, raw in zip(hits, stamps, raws, strict=True)
+                if stamp is None)
+            events += [Event(when, key[0], key[1], self._convert(raw), n=n, span=span)
+                       for (span, raw), n in found.items()]
+        return events
 
-    def _time(self, stamp: bytes | None) -> float | None:
-        if stamp is None:
-            return None
+    def _time(self, stamp: bytes | float | None) -> float | None:
+        if stamp is None or isinstance(stamp, float):  # none, or a time from the source
+            return stamp
         t = self._times.get(stamp, False)
         if t is False:
             if len(self._times) >= _CACHE:

@@ -52,6 +52,22 @@ def reader(groups: tuple[int, ...]) -> Reader:
 _LINE = attrgetter("string")
 
 
+class LazyPattern:
+    """A regex compiled on first use: a slot's full regex reads a line's every fact, and
+    most slots never need one (start-up compiled a hundred of them)."""
+
+    __slots__ = ("_pattern", "_source")
+
+    def __init__(self, source: bytes) -> None:
+        self._source = source
+        self._pattern: re.Pattern[bytes] | None = None
+
+    def match(self, line: bytes) -> re.Match[bytes] | None:
+        if self._pattern is None:  # two threads may both compile: the same pattern
+            self._pattern = re.compile(self._source, re.DOTALL)
+        return self._pattern.match(line)
+
+
 class FactReader:
     """Reads some captured facts of a slot's hits as raw byte tuples (cheap, hashable).
 
@@ -109,7 +125,7 @@ class Slot:
     evidence_groups: tuple[int, ...]
     extra: Captures
     extra_groups: tuple[int, ...]
-    full: re.Pattern[bytes]
+    full: LazyPattern
     full_captures: tuple[tuple[Captures, int], ...]
     cut_at: int | None = None
     cut_facts: frozenset[str] = frozenset()
@@ -271,7 +287,7 @@ class Classifier:
             group=0, family=fam, incident=incident, message=message,
             evidence=tuple(c for c in hot if c[0] in evidence), evidence_groups=(),
             extra=tuple(c for c in hot if c[0] in self._capture), extra_groups=(),
-            full=re.compile(full_regex.encode(), re.DOTALL), full_captures=tuple(full_caps),
+            full=LazyPattern(full_regex.encode()), full_captures=tuple(full_caps),
             cut_at=fmt.cut_at if fmt is not None else None,
             cut_facts=fmt.cut_facts if fmt is not None else frozenset(),
         )))

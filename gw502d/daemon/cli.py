@@ -14,6 +14,7 @@ from pathlib import Path
 from gw502d.daemon import EXIT_CONFIG, EXIT_OK
 from gw502d.daemon.config import DEFAULT_PATH, Overrides
 from gw502d.errors import ConfigError
+from gw502d.remediate.host import ConfigPaths
 
 
 def _overrides(args: argparse.Namespace) -> Overrides:
@@ -75,7 +76,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"gw502d check-config: warning: journal {journal.name!r}: {problem}",
                   file=sys.stderr)
+    _check_servers(config.servers)
     return EXIT_OK
+
+
+def _check_servers(paths: ConfigPaths) -> None:
+    """What of the servers' configuration is read, and what cannot be (a warning each)."""
+    from gw502d.remediate.configured import HostConfig  # noqa: PLC0415 - see above
+
+    servers = HostConfig.read(paths)
+    for line in servers.summary():
+        print(f"  {line}")
+    for server, problem in servers.problems:
+        print(f"gw502d check-config: warning: {server} configuration: {problem}",
+              file=sys.stderr)
 
 
 def add_daemon_commands(

@@ -21,6 +21,7 @@ from gw502d.errors import ConfigError
 from gw502d.export.hosts import valid_pattern
 from gw502d.export.listen import Listen, parse_listen
 from gw502d.remediate.correlate import DEFAULT_WINDOW
+from gw502d.remediate.host import DEFAULT_NGINX_CONF, ConfigPaths
 from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
 from gw502d.source.spec import LOG_FORMATS, JournalSpec, LogSpec
 
@@ -37,9 +38,10 @@ INCIDENTS_BUFFER_RANGE = (0, 10_000)
 CORRELATION_WINDOW_RANGE = (0, 3600)
 KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
                   "correlation_window_seconds", "start_at", "web_config", "incidents_buffer",
-                  "redact", "allowed_hosts", "log", "journal"})
+                  "redact", "allowed_hosts", "log", "journal", "servers"})
 LOG_KEYS = frozenset({"path", "family", "name", "format"})
 JOURNAL_KEYS = frozenset({"units", "identifiers", "directory", "file", "family", "name"})
+SERVERS_KEYS = frozenset({"nginx_conf", "uwsgi", "gunicorn", "gunicorn_command"})
 # journalctl matches _SYSTEMD_UNIT exactly (``-u`` globs only through the unit list)
 _GLOB = frozenset("*?[")
 
@@ -69,6 +71,7 @@ class Config:
     incidents_buffer: int = 200
     redact: bool = True
     allowed_hosts: tuple[str, ...] = ()
+    servers: ConfigPaths = field(default_factory=ConfigPaths)
     source: str = "built-in defaults"
 
 
@@ -189,6 +192,31 @@ def _journals(raw: Any, top: _Reader, names: dict[str, str]) -> tuple[JournalSpe
     return tuple(specs)
 
 
+def _servers(raw: Any, top: _Reader) -> ConfigPaths:
+    """``[servers]``: where nginx's, uWSGI's and gunicorn's configuration is."""
+    if raw is None:
+        return ConfigPaths(cwd=str(top.base))
+    if not isinstance(raw, dict):
+        raise top.error("servers", "must be a table ([servers])")
+    r = _Reader(raw, "servers.", top.source, top.base)
+    r.unknown(SERVERS_KEYS)
+    nginx = r.get("nginx_conf", str, "a path (\"\" to not read nginx's configuration)")
+
+    def paths(key: str) -> tuple[str, ...]:
+        values = r.get(key, list, "an array of strings") or []
+        if not all(isinstance(v, str) and v.strip() and not any(c in v for c in "\0\n\r")
+                   for v in values):
+            raise r.error(key, "must be an array of non-empty strings")
+        return tuple(values)
+
+    return ConfigPaths(
+        nginx=DEFAULT_NGINX_CONF if nginx is None else str(top.base / nginx) if nginx else None,
+        uwsgi=tuple(str(top.base / v) for v in paths("uwsgi")),
+        gunicorn=tuple(str(top.base / v) for v in paths("gunicorn")),
+        gunicorn_commands=paths("gunicorn_command"),
+        cwd=str(top.base))
+
+
 def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
     """Validate a decoded TOML document (ConfigError on the first problem)."""
     r = _Reader(data, "", source, base)
@@ -230,6 +258,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
         incidents_buffer=_or(buffer, Config.incidents_buffer),
         redact=_or(redact, Config.redact),
         allowed_hosts=tuple(hosts),
+        servers=_servers(data.get("servers"), r),
         source=source,
     )
 

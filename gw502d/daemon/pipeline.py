@@ -6,6 +6,7 @@ records it read to :meth:`Pipeline.feed_records`; each wraps them in a
 names the writer) and passes it through the stages, in this order::
 
     tallies.count        classify: match each line once, count, keep evidence
+    upstreams.count      nginx incidents per upstream label (from the host's config)
     unparsed.count       lines without their family's record shape, per log
     root_causes.observe  pair nginx symptoms with backend causes, at arrival time (a
                          journal record's own time)
@@ -39,7 +40,9 @@ from gw502d.export.events import IncidentEvents
 from gw502d.export.incidents import RecentIncidents
 from gw502d.export.rates import Rates
 from gw502d.parse.syslog import strip_block
+from gw502d.remediate.configured import HostConfig
 from gw502d.remediate.root_causes import RootCauses
+from gw502d.remediate.upstreams import UpstreamIncidents, other
 from gw502d.source.spec import JournalSpec, LogSpec
 
 Spec = LogSpec | JournalSpec
@@ -60,6 +63,7 @@ class Stages:
 
     catalog: Catalog
     tallies: Tallies
+    upstreams: UpstreamIncidents
     unparsed: UnparsedLines
     root_causes: RootCauses
     recent: RecentIncidents
@@ -68,8 +72,8 @@ class Stages:
 
     @property
     def route(self) -> tuple[Stage, ...]:
-        return (self.tallies.count, self.unparsed.count, self.root_causes.observe,
-                self.recent.keep, self.rates.add, self.events.log)
+        return (self.tallies.count, self.upstreams.count, self.unparsed.count,
+                self.root_causes.observe, self.recent.keep, self.rates.add, self.events.log)
 
 
 class Pipeline:
@@ -79,6 +83,7 @@ class Pipeline:
                  totals: Totals) -> None:
         self.lock = threading.Lock()
         self.totals = totals
+        self.conf: HostConfig | None = None  # this host's server configuration, when read
         self.stages = self._build(catalog, specs, settings, None)
         self.stages.tallies.restore_pending_ends(totals.pending_ends)
         self._route = self.stages.route
@@ -91,6 +96,8 @@ class Pipeline:
             catalog=catalog,
             tallies=Tallies(catalog, dict.fromkeys(s.family for s in specs),
                             capture=EVENT_FACTS),
+            upstreams=UpstreamIncidents(catalog, self.totals.upstream_incidents,
+                                        self.conf.label if self.conf is not None else other),
             unparsed=UnparsedLines(catalog, self.totals.unparsed),
             root_causes=RootCauses(catalog.keys, settings.window, self.totals.root_causes,
                                    old.root_causes.correlator if old is not None else None),
@@ -125,19 +132,28 @@ class Pipeline:
         """Count with stages of *catalog* from the next block on; totals carry over."""
         fresh = self._build(catalog, specs, settings, self.stages)  # compiling takes a while
         with self.lock:
-            self.totals.carry(self.stages.tallies)
+            self.totals.carry(self.stages.tallies, self.stages.upstreams)
             fresh.tallies.restore_pending_ends(self.totals.pending_ends)
             fresh.recent.resize(settings.incidents_buffer)
             fresh.events.redact = settings.redact
             self.stages, self._route = fresh, fresh.route
 
+    def set_host(self, conf: HostConfig) -> None:
+        """Use *conf* (read at start, again on SIGHUP or when its files changed) for upstream
+        labels and remediation from the next block on."""
+        with self.lock:
+            self.conf = conf
+            self.stages.upstreams.relabel(conf.label)
+
     def snapshot(self) -> dict[str, object]:
         """The follower's ``snapshot_extra``: the counters saved with the file offsets."""
         with self.lock:
-            return self.totals.snapshot(self.stages.tallies, self.stages.root_causes)
+            s = self.stages
+            return self.totals.snapshot(s.tallies, s.root_causes, s.upstreams)
 
     def numbers(self) -> Numbers:
         """Everything a scrape exports, read at once."""
         with self.lock:
             s = self.stages
-            return self.totals.numbers(s.catalog, s.tallies, s.root_causes)
+            return self.totals.numbers(s.catalog, s.tallies, s.root_causes, s.upstreams,
+                                       self.conf)

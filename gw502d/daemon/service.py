@@ -2,7 +2,9 @@
 systemd, tied together.
 
 The main thread only waits: for a signal (SIGHUP reloads, SIGTERM/SIGINT stop), for the
-follower's thread to end, and for the next watchdog ping. Python runs signal handlers in
+follower's thread to end, and for the next watchdog ping; every few seconds it stats the
+servers' configuration files (nginx, uWSGI, gunicorn) and reads them again when one
+changed, outside the follower's thread. Python runs signal handlers in
 the main thread between bytecodes, so the handlers only set a flag and wake it.
 
 Lifecycle, as systemd sees it (``Type=notify``): ``READY=1`` once the listener is bound
@@ -38,6 +40,8 @@ from gw502d.export.incidents import Entry, IncidentQuery
 from gw502d.export.page import render_page
 from gw502d.export.page_model import Reading, RunState, evidence_upstreams, page_model
 from gw502d.export.webconfig import WebConfig, load_web_config
+from gw502d.remediate.configured import HostConfig
+from gw502d.remediate.host import ConfigPaths
 from gw502d.source.follower import Follower
 from gw502d.source.spec import JournalSpec, LogSpec
 
@@ -45,6 +49,7 @@ log = structlog.get_logger("gw502d.daemon")
 
 _STARTUP_POLL = 0.05
 _IDLE_POLL = 1.0
+_SERVERS_POLL = 5.0  # seconds between stats of the servers' configuration files
 # Settings the running daemon cannot change: the listener, the offsets' home and the
 # follower's reading are set up once.
 _RESTART_ONLY = ("listen", "state_dir", "max_line_bytes", "start_at")
@@ -107,6 +112,7 @@ class Daemon:
         self.site = Site(build_registry(self._scrape), health=self._health,
                          incidents=self._incidents, page=self._page, web=loaded.web,
                          hosts=HostPolicy(config.allowed_hosts))
+        self.servers = self._read_servers(config.servers, "start")
 
     # -- what the follower calls (its thread) ---------------------------------------------
 
@@ -127,7 +133,8 @@ class Daemon:
 
     def _scrape(self) -> Scrape:
         return Scrape(self.pipeline.numbers(), self.follower.stats(), self._reload_ok,
-                      self._reload_time, self.journals.stats(), self.journals.followed())
+                      self._reload_time, self.servers.problem_counts(), self.journals.stats(),
+                      self.journals.followed())
 
     def _health(self) -> str | None:
         """Why the daemon cannot do its job now, or None: a 503 with this reason."""
@@ -196,8 +203,10 @@ class Daemon:
         ready = False
         ping_every = watchdog_interval()
         next_ping = 0.0
+        next_stat = time.monotonic() + _SERVERS_POLL
         while True:
-            self._wake.wait(_STARTUP_POLL if not ready else ping_every or _IDLE_POLL)
+            self._wake.wait(_STARTUP_POLL if not ready
+                            else min(ping_every or _IDLE_POLL, _SERVERS_POLL))
             self._wake.clear()
             if self._terminate:
                 return EXIT_OK
@@ -215,6 +224,22 @@ class Daemon:
             if ping_every is not None and alive and time.monotonic() >= next_ping:
                 self._notifier.send("WATCHDOG=1")
                 next_ping = time.monotonic() + ping_every
+            if time.monotonic() >= next_stat:
+                if self.servers.changed():
+                    self.servers = self._read_servers(self.servers.paths, "files changed")
+                next_stat = time.monotonic() + _SERVERS_POLL
+
+    def _read_servers(self, paths: ConfigPaths, why: str) -> HostConfig:
+        """Read the servers' configuration and count and advise with it; say what could
+        not be read (a warning per path, every time it is read)."""
+        conf = HostConfig.read(paths)
+        self.pipeline.set_host(conf)
+        log.info("server configuration read", why=why, read=conf.summary(),
+                 problems=len(conf.problems), rate_limit=False)
+        for server, problem in conf.problems:
+            log.warning("server configuration not read", server=server, path=problem.path,
+                        reason=problem.reason, rate_limit=False)
+        return conf
 
     def _follow(self) -> None:
         try:
@@ -258,6 +283,7 @@ class Daemon:
         self.journals.set_specs(config.journals)
         self.site.web = loaded.web
         self.site.hosts = HostPolicy(config.allowed_hosts)
+        self.servers = self._read_servers(config.servers, "reload")
         self._loaded = loaded
         self._reload_ok = True
         self._reload_time = time.time()

@@ -10,8 +10,9 @@ client address), so the number of series cannot grow with traffic.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,6 +44,10 @@ class Numbers:
     remediation: dict[Key, str]
     root_causes: dict[tuple[str, str], int]
     unparsed: dict[str, int]
+    # per (incident, source, upstream label): counts (every label of the config at 0 or
+    # more) and the remediation of those seen
+    upstream_incidents: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    upstream_remediation: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class Scrape:
     logs: dict[str, LogStats]
     reload_successful: bool
     reload_success_time: float
+    # what of the servers' configuration could not be read, per server (nginx, uwsgi, ...)
+    server_config_problems: dict[str, int] = field(default_factory=dict)
     journals: dict[str, JournalStats] = field(default_factory=dict)
     journals_followed: int = 0
 
@@ -113,6 +120,12 @@ class Gw502dCollector:
         yield from _incident_families(s.numbers)
         yield from _log_families(s.logs, s.numbers.unparsed, s.journals)
         yield from _journal_families(s.journals, s.journals_followed)
+        problems = GaugeMetricFamily(m.SERVER_CONFIG_PROBLEMS, "Files, paths and settings of "
+                                     "the servers' configuration that could not be read",
+                                     labels=["server"])
+        for server, n in s.server_config_problems.items():
+            problems.add_metric([server], n)
+        yield problems
         yield GaugeMetricFamily(m.RELOAD_SUCCESSFUL,
                                 "Whether the last configuration load (start or SIGHUP) worked",
                                 value=int(s.reload_successful))
@@ -122,34 +135,45 @@ class Gw502dCollector:
         yield self._build
 
 
+Labels = TypeVar("Labels", bound=tuple[str, ...])
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             values: Mapping[Labels, float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(key, value)
+    return family
+
+
+def _info(name: str, doc: str, labels: list[str],
+          texts: Mapping[Labels, str]) -> InfoMetricFamily:
+    family = InfoMetricFamily(name.removesuffix("_info"), doc, labels=labels)
+    for key, text in texts.items():
+        family.add_metric(key, {"remediation": text})
+    return family
+
+
 def _incident_families(n: Numbers) -> Iterator[Metric]:
     pair = ["incident", "source"]
-    incidents = CounterMetricFamily(m.INCIDENTS, "Incident lines, per catalog incident and the "
-                                    "log family that wrote it", labels=pair)
-    for key, count in n.incidents.items():
-        incidents.add_metric(key, count)
-    yield incidents
-    remediation = InfoMetricFamily(m.REMEDIATION.removesuffix("_info"),
-                                   "What to change on this host, filled with the most common "
-                                   "evidence seen", labels=pair)
-    for key, text in n.remediation.items():
-        remediation.add_metric(key, {"remediation": text})
-    yield remediation
+    yield _counter(m.INCIDENTS, "Incident lines, per catalog incident and the log family that "
+                   "wrote it", pair, n.incidents)
+    yield _info(m.REMEDIATION, "What to change on this host, filled with the most common "
+                "evidence seen", pair, n.remediation)
     last = GaugeMetricFamily(m.LAST_INCIDENT, "When an incident line was last read (0: never)",
                              labels=pair)
     for key, when in n.last_seen.items():
         last.add_metric(key, when)
     yield last
-    companions = CounterMetricFamily(m.COMPANION_LINES, "Lines that accompany an incident "
-                                     "already counted (e.g. uWSGI's SIGPIPE line)", labels=pair)
-    for key, count in n.companions.items():
-        companions.add_metric(key, count)
-    yield companions
-    causes = CounterMetricFamily(m.ROOT_CAUSES, "nginx incidents correlated with an "
-                                 "application-side cause", labels=["incident", "cause"])
-    for key, count in n.root_causes.items():
-        causes.add_metric(key, count)
-    yield causes
+    yield _counter(m.COMPANION_LINES, "Lines that accompany an incident already counted (e.g. "
+                   "uWSGI's SIGPIPE line)", pair, n.companions)
+    yield _counter(m.ROOT_CAUSES, "nginx incidents correlated with an application-side cause",
+                   ["incident", "cause"], n.root_causes)
+    triple = [*pair, "upstream"]
+    yield _counter(m.UPSTREAM_INCIDENTS, "Incident lines of nginx per upstream (a peer nginx's "
+                   "configuration passes to, else other)", triple, n.upstream_incidents)
+    yield _info(m.UPSTREAM_REMEDIATION, "What to change on this host for the incidents of one "
+                "upstream", triple, n.upstream_remediation)
 
 
 def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int],

@@ -11,6 +11,9 @@ REMEDIATION = "gw502d_remediation_info"
 LAST_INCIDENT = "gw502d_last_incident_timestamp_seconds"
 COMPANION_LINES = "gw502d_companion_lines_total"
 ROOT_CAUSES = "gw502d_root_causes_total"
+UPSTREAM_INCIDENTS = "gw502d_upstream_incidents_total"
+UPSTREAM_REMEDIATION = "gw502d_upstream_remediation_info"
+SERVER_CONFIG_PROBLEMS = "gw502d_server_config_problems"
 LOG_LINES = "gw502d_log_lines_total"
 LOG_BYTES = "gw502d_log_bytes_total"
 LOG_OFFSET = "gw502d_log_offset_bytes"
@@ -48,6 +51,7 @@ PER_JOURNAL: frozenset[str] = frozenset({
 
 METRIC_NAMES: frozenset[str] = frozenset({
     INCIDENTS, REMEDIATION, LAST_INCIDENT, COMPANION_LINES, ROOT_CAUSES,
+    UPSTREAM_INCIDENTS, UPSTREAM_REMEDIATION, SERVER_CONFIG_PROBLEMS,
     LOG_LINES, LOG_BYTES, LOG_OFFSET, LOG_SIZE, LOG_LAG, LOG_ROTATIONS, LOG_TRUNCATIONS,
     LOG_LONG_LINES, LOG_READ_ERRORS, LOG_OPEN_FILES, LOG_FILES, LOG_SKIPPED_FILES,
     LOG_LOST_BYTES, LOGS_FOLLOWED, LOGS_CONFIGURED,

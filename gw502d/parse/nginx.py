@@ -54,9 +54,11 @@ TYPES = {
     "field": CaptureType(r"[^,]*+"),
     # scheme and peer of nginx's "upstream:" value, never its URI part (client text); only
     # when the line has one upstream field: a second one means the client wrote one of them
-    # (nginx before 1.21.1 accepts spaces in the request line; Host and Referer come after)
+    # (nginx before 1.21.1 accepts spaces in the request line; Host and Referer come after).
+    # The look-ahead runs from comma to comma in C: a lazy .*? tried the literal at every
+    # byte of the host and referrer (3 µs a hit).
     "upstream": CaptureType(r"[a-z0-9+]++://(?:unix:[^\s\":]*+:?|[^\s\"/]*+)"
-                            r'(?!.*?, upstream: ")'),
+                            r'(?!(?:[^,]++|,(?! upstream: "))*+, upstream: ")'),
     "ngx_phase": _phase(UPSTREAM_PHASES),
     "ngx_client_phase": _phase(CLIENT_PHASES),
     "ngx_any_phase": _phase(ANY_PHASES),

@@ -162,8 +162,9 @@ def compile_template(template: str, types: Mapping[str, CaptureType],
     lead = "".join(part[1] for part in parts[:n_lead])
     tail = emit(parts[n_lead:])
     regex = re.escape(lead) + tail
-    try:
-        re.compile(regex)
-    except re.error as exc:  # pragma: no cover - the grammar only emits valid regexes
-        raise TemplateError(f"template compiles to an invalid regex: {exc}") from exc
+    if not tag:  # checked once per template; tagged variants are built from checked parts
+        try:
+            re.compile(regex)
+        except re.error as exc:  # pragma: no cover - the grammar only emits valid regexes
+            raise TemplateError(f"template compiles to an invalid regex: {exc}") from exc
     return Compiled(template, regex, tuple(captures), types, lead, tail)

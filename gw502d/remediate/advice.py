@@ -5,9 +5,15 @@ this host's facts and, when given, what other logs said (root causes, other inci
 facts) and computes the change. Where a builder knows too little it returns None and the
 catalog's text is filled in with the most common facts instead.
 
+When this host's configuration is known (:attr:`Context.conf`), the builders of
+:mod:`located` name the block or option to change, its file:line, the value in force and
+the new one; without it the generic advice stays. Advice that depends on the upstream is
+given per upstream (:func:`advise_upstreams`), each from the facts seen with it.
+
 Texts become a Prometheus label value: they are bounded (:data:`MAX_TEXT`) and are built
 only from catalog wording, numbers computed here, and configuration read from the lines
-(nginx's upstream scheme and peer, socket paths): never the URI, client, Host or Referer.
+(nginx's upstream scheme and peer, socket paths) or from the config files: never the URI,
+client, Host or Referer.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gw502d.classify.catalog import Incident
 from gw502d.classify.tally import Tallies
 from gw502d.remediate import backend, nginx
-from gw502d.remediate.correlate import Pairing
+from gw502d.remediate.correlate import CAUSES, Pairing
 from gw502d.remediate.host import HostFacts, host_facts
-from gw502d.remediate.nginx import DEFAULT_READ_TIMEOUT, Upstream
+from gw502d.remediate.nginx import DEFAULT_READ_TIMEOUT, OTHER, Upstream
+
+if TYPE_CHECKING:
+    from gw502d.remediate.configured import HostConfig
+    from gw502d.remediate.located import Change
 
 FactCount = tuple[Mapping[str, Any], int]
 MAX_TEXT = 640
@@ -38,6 +48,9 @@ class Advice:
     entry replaces the location's pass directive); ``uwsgi``: options as in an ini
     ``[uwsgi]`` section ("true" is a flag); ``gunicorn``: gunicorn.conf.py settings;
     ``sysctl``: kernel settings. ``cause`` is the root cause the advice addresses.
+    With this host's configuration known, ``changes`` are the same changes located in its
+    files (``gw502d fix`` plans them) and ``sentences`` say each one (``text`` joins them,
+    bounded; they are not).
     """
 
     text: str
@@ -46,6 +59,8 @@ class Advice:
     uwsgi: Mapping[str, str] = field(default_factory=dict)
     gunicorn: Mapping[str, str] = field(default_factory=dict)
     sysctl: Mapping[str, str] = field(default_factory=dict)
+    changes: tuple[Change, ...] = ()
+    sentences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +68,18 @@ class Context:
     """What else is known when advising on one incident: the host, the tallies of every
     incident (other logs' facts), the correlator that paired root causes, and counts that
     outlive them (``causes`` and ``counts``: the daemon's, restored across restarts and
-    reloads, used instead of the correlator's and the tallies' own)."""
+    reloads, used instead of the correlator's and the tallies' own). ``conf`` is this
+    host's server configuration, when read; ``routes`` the server name and URI the failing
+    requests to each upstream named most (``gw502d fix`` reads them from the lines), to
+    find the location that handled them."""
 
     host: HostFacts = field(default_factory=host_facts)
     tallies: Tallies | None = None
     correlator: Pairing | None = None
     causes: Mapping[tuple[str, str], int] | None = None
     counts: Mapping[tuple[str, str], int] | None = None
+    conf: HostConfig | None = None
+    routes: Mapping[str, tuple[str | None, str | None]] | None = None
 
     def evidence(self, incident: str, source: str) -> list[FactCount]:
         if self.tallies is None or (incident, source) not in self.tallies.keys:
@@ -73,16 +93,29 @@ class Context:
             return 0
         return self.tallies.totals()[0].get((incident, source), 0)
 
-    def top_cause(self, incident: str) -> tuple[str | None, int]:
-        """The root cause most often paired with an nginx *incident*, and how often."""
+    def top_cause(self, incident: str, up: Upstream | None = None) -> tuple[str | None, int]:
+        """The root cause most often paired with an nginx *incident* (with upstream *up*:
+        among the causes paired with that upstream, else those its scheme can have), and
+        how often."""
         causes = self.causes
         if causes is None:
             causes = self.correlator.counts if self.correlator is not None else {}
         found = {c: n for (i, c), n in causes.items() if i == incident and n}
+        if up is not None and found:
+            paired = self.correlator.upstreams if self.correlator is not None else {}
+            here = {c: m for c in found if (m := sum(
+                k for u, k in paired.get(c, {}).items() if Upstream.parse(u) == up))}
+            found = here or {c: n for c, n in found.items() if up.family in CAUSES[c].families}
         if not found:
             return None, 0
         cause = max(found, key=lambda c: found[c])
         return cause, found[cause]
+
+    def label(self, upstream: object) -> str:
+        """The upstream label of a fact (``other`` unless nginx's configuration has it)."""
+        if self.conf is None or not isinstance(upstream, str):
+            return OTHER
+        return self.conf.label(upstream)
 
     def backend(self, cause: str) -> int | None:
         """Backend events of *cause* (None: no correlation ran)."""
@@ -126,7 +159,10 @@ def _value(value: object) -> str:
 
 
 def _prefixed(advice: Advice, prefix: str, cause: str | None = None) -> Advice:
-    return replace(advice, text=prefix + advice.text, cause=cause or advice.cause)
+    """*advice* after *prefix* (a sentence of its own when the advice has sentences)."""
+    sentences = (prefix.strip(), *advice.sentences) if advice.sentences else ()
+    return replace(advice, text=prefix + advice.text, cause=cause or advice.cause,
+                   sentences=sentences)
 
 
 # --------------------------------------------------------------------------- shared fixes
@@ -160,18 +196,36 @@ def _killed_by_limit(up: Upstream | None, backend: str, default: str, *, what: s
         f"{what}, so raising {family}_read_timeout alone changes nothing. {fix} and ", cause)
 
 
-def _harakiri(up: Upstream | None) -> Advice:
-    return _killed_by_limit(
-        up, "uwsgi", "uwsgi", what="uWSGI's harakiri killed the worker mid-request",
-        fix="Fix the slow requests, or raise harakiri above the slowest legitimate one",
-        cause="worker_harakiri")
+# backend -> (nginx family by default, what happened, the fix, the cause it is)
+_LIMIT_KILLS = {
+    "uwsgi": ("uwsgi", "uWSGI's harakiri killed the worker mid-request",
+              "Fix the slow requests, or raise harakiri above the slowest legitimate one",
+              "worker_harakiri"),
+    "gunicorn": ("proxy", "gunicorn killed the worker after its timeout",
+                 "Fix the slow view (or use gthread/async workers), or raise timeout above the "
+                 "slowest legitimate request", "gunicorn_worker_timeout"),
+}
 
 
-def _gunicorn_timeout(up: Upstream | None) -> Advice:
-    return _killed_by_limit(
-        up, "gunicorn", "proxy", what="gunicorn killed the worker after its timeout",
-        fix="Fix the slow view (or use gthread/async workers), or raise timeout above the "
-        "slowest legitimate request", cause="gunicorn_worker_timeout")
+def _limit_killed(ctx: Context, up: Upstream | None, server: Literal["uwsgi", "gunicorn"]
+                  ) -> Advice:
+    """The backend's request limit killed a worker: located when the config tells."""
+    default, what, fix, cause = _LIMIT_KILLS[server]
+    if ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.killed_by_limit(ctx, up, server, what, cause)
+        if found is not None:
+            return found
+    return _killed_by_limit(up, server, default, what=what, fix=fix, cause=cause)
+
+
+def _harakiri(ctx: Context, up: Upstream | None) -> Advice:
+    return _limit_killed(ctx, up, "uwsgi")
+
+
+def _gunicorn_timeout(ctx: Context, up: Upstream | None) -> Advice:
+    return _limit_killed(ctx, up, "gunicorn")
 
 
 def _oom_killed() -> Advice:
@@ -199,7 +253,13 @@ def _gunicorn_killed() -> Advice:
         "gunicorn_worker_killed", gunicorn=conf)
 
 
-def _block(block: int | None) -> Advice:
+def _block(ctx: Context, up: Upstream | None, block: int | None) -> Advice:
+    if block is not None and ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.block_size(ctx, up, block)
+        if found is not None:
+            return found
     if block is None:
         return Advice("The request's headers exceed uWSGI's buffer-size: raise buffer-size "
                       "in the uWSGI config.", "request_block_too_big")
@@ -213,8 +273,14 @@ def _block(block: int | None) -> Advice:
     return Advice(text, "request_block_too_big", uwsgi={"buffer-size": str(size)})
 
 
-def _mismatch(up: Upstream | None, method: object = None) -> Advice:
+def _mismatch(ctx: Context, up: Upstream | None, method: object = None) -> Advice:
     sent = f"HTTP ({method} ...)" if method else "HTTP"
+    if up is not None and up.family == "proxy" and ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.pass_with(ctx, up, "uwsgi", "protocol_mismatch")
+        if found is not None:
+            return found
     if up is None or up.family != "proxy":
         return Advice(
             f"{sent} reached uWSGI's uwsgi-protocol socket: behind nginx pass with "
@@ -231,18 +297,18 @@ def _mismatch(up: Upstream | None, method: object = None) -> Advice:
 
 
 _CAUSE_FIX: dict[str, Callable[[Context, Upstream | None], Advice]] = {
-    "worker_harakiri": lambda ctx, up: _harakiri(up),
+    "worker_harakiri": _harakiri,
     "worker_oom_killed": lambda ctx, up: _oom_killed(),
     "worker_crashed": lambda ctx, up: _crashed(),
     "request_block_too_big": lambda ctx, up: _block(
-        _Seen(ctx.evidence("request_block_too_big", "uwsgi")).largest("block_size")),
+        ctx, up, _Seen(ctx.evidence("request_block_too_big", "uwsgi")).largest("block_size")),
     "protocol_mismatch": lambda ctx, up: _mismatch(
-        up, _Seen(ctx.evidence("protocol_mismatch", "uwsgi")).top("method")),
-    "gunicorn_worker_timeout": lambda ctx, up: _gunicorn_timeout(up),
+        ctx, up, _Seen(ctx.evidence("protocol_mismatch", "uwsgi")).top("method")),
+    "gunicorn_worker_timeout": _gunicorn_timeout,
     "gunicorn_worker_killed": lambda ctx, up: _gunicorn_killed(),
     "listen_queue_full": lambda ctx, up: _queue_full(
-        "uWSGI's listen queue", "uwsgi", _Seen(ctx.evidence("listen_queue_full", "uwsgi"))
-        .largest("backlog"), ctx.host),
+        ctx, up, "uWSGI's listen queue", "uwsgi",
+        _Seen(ctx.evidence("listen_queue_full", "uwsgi")).largest("backlog")),
 }
 # Causes whose fix does not depend on what was seen: one sentence each
 _CAUSE_TEXT = {
@@ -280,8 +346,16 @@ def _cause_fix(cause: str, ctx: Context, up: Upstream | None) -> Advice:
     return fix(ctx, up) if fix is not None else Advice(_CAUSE_TEXT[cause], cause)
 
 
-def _queue_full(where: str, family: str | None, current: int | None,
-                host: HostFacts) -> Advice:
+def _queue_full(ctx: Context, up: Upstream | None, where: str, server: str | None,
+                current: int | None) -> Advice:
+    if ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.listen_queue(ctx, up, "uwsgi" if server == "uwsgi" else None)
+        if found is not None:
+            return _prefixed(found, f"{where} is full: every worker is busy. ")
+    family = up.family if up is not None else server
+    host = ctx.host
     listen, ceiling = backend.listen_backlog(current, host.somaxconn)
     uwsgi = {"listen": str(listen)}
     gunicorn = {"backlog": str(listen)} if family == "proxy" else {}
@@ -317,6 +391,12 @@ def _header_too_big(seen: _Seen, ctx: Context) -> Advice | None:
     up = seen.upstream()
     if up is None or up.family is None:
         return None
+    if ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.header_buffers(ctx, up)
+        if found is not None:
+            return found
     conf = nginx.header_buffers(up.family, 4 * ctx.host.page_size)
     return Advice(
         f"{_value(up)} sends response headers larger than {up.family}_buffer_size (nginx's "
@@ -338,7 +418,7 @@ def _timeout(seen: _Seen, ctx: Context) -> Advice | None:
         return Advice(f"{where} did not read the request within {family}_send_timeout: every "
                       "worker is busy or reads uploads slowly. Add workers or make requests "
                       "faster.")
-    cause, n = ctx.top_cause("upstream_timeout")
+    cause, n = ctx.top_cause("upstream_timeout", up)
     if cause in ("gunicorn_worker_timeout", "gunicorn_worker_killed"):
         backends: Sequence[str] = ("gunicorn",)
     elif cause is not None:
@@ -346,6 +426,14 @@ def _timeout(seen: _Seen, ctx: Context) -> Advice | None:
     else:
         backends = _BACKENDS.get(family, ())
     said = f"; the backend log shows {cause} ({n}x)" if cause else ""
+    if ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.read_timeout(
+            ctx, up, f"nginx gave up on {where} while the application still worked "
+            f"(504){said}. Find the slow requests.", cause)
+        if found is not None:
+            return found
     return _prefixed(_keep_order(family, backends),
                      f"nginx gave up on {where} after {family}_read_timeout ({phase or 'read'} "
                      f"phase) while the application still worked (504){said}. Find the slow "
@@ -357,10 +445,10 @@ def _connection_lost(incident: str, what: str) -> Builder:
     """premature close / reset: the backend's root cause decides the fix."""
 
     def build(seen: _Seen, ctx: Context) -> Advice | None:
-        cause, n = ctx.top_cause(incident)
+        up = seen.upstream()
+        cause, n = ctx.top_cause(incident, up)
         if cause is None:
             return None
-        up = seen.upstream()
         where = _value(up) if up else "The upstream"
         return _prefixed(_cause_fix(cause, ctx, up),
                          f"{where} {what}: root cause {cause} ({n}x in the backend log). ")
@@ -380,11 +468,16 @@ def _socket_missing(seen: _Seen, ctx: Context) -> Advice | None:
 
 
 def _socket_permission(seen: _Seen, ctx: Context) -> Advice | None:
-    sock, host = seen.top("socket"), ctx.host
+    sock, host, up = seen.top("socket"), ctx.host, seen.upstream()
+    if sock is not None and up is not None and ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        found = located.socket_owner(ctx, up, str(sock))
+        if found is not None:
+            return found
     if sock is None or host.nginx_user is None:
         return None
     user, group = host.nginx_user, host.nginx_group
-    up = seen.upstream()
     uwsgi = {"chmod-socket": "660", "chown-socket": f"{user}:{group}"}
     gunicorn = ({"umask": "0o007", "group": str(group)}
                 if up is not None and up.family == "proxy" else {})
@@ -401,9 +494,8 @@ def _backlog_full(seen: _Seen, ctx: Context) -> Advice | None:
     sock = seen.top("socket")
     if sock is None:
         return None
-    up = seen.upstream()
-    return _queue_full(f"The accept queue of {_value(sock)}", up.family if up else None, None,
-                       ctx.host)
+    return _queue_full(ctx, seen.upstream(), f"The accept queue of {_value(sock)}", None,
+                       None)
 
 
 def _connect_refused(seen: _Seen, ctx: Context) -> Advice | None:
@@ -421,6 +513,13 @@ def _invalid_header(seen: _Seen, ctx: Context) -> Advice | None:
     up = seen.upstream()
     if up is None:
         return None
+    if up.family in ("proxy", "uwsgi") and ctx.conf is not None:
+        from gw502d.remediate import located  # noqa: PLC0415 - loaded with the config
+
+        other = "uwsgi" if up.family == "proxy" else "proxy"
+        found = located.pass_with(ctx, up, other, None)
+        if found is not None:
+            return found
     if up.family == "proxy":
         conf = {"include": "uwsgi_params", "uwsgi_pass": up.pass_directive("uwsgi")[1]}
         return Advice(f"{_value(up)} does not answer HTTP. If it is a uWSGI socket (uwsgi "
@@ -492,16 +591,18 @@ _BUILDERS: dict[tuple[str, str], Builder] = {
     ("upstream_reset", "nginx"): _connection_lost("upstream_reset", "reset the connection"),
     ("upstream_invalid_header", "nginx"): _invalid_header,
     ("client_disconnect", "nginx"): _client_disconnect("nginx"),
-    ("request_block_too_big", "uwsgi"): lambda seen, ctx: _block(seen.largest("block_size")),
+    ("request_block_too_big", "uwsgi"): lambda seen, ctx: _block(
+        ctx, ctx.upstream_of("request_block_too_big"), seen.largest("block_size")),
     ("protocol_mismatch", "uwsgi"): lambda seen, ctx: _mismatch(
-        ctx.upstream_of("protocol_mismatch"), seen.top("method")),
+        ctx, ctx.upstream_of("protocol_mismatch"), seen.top("method")),
     ("client_disconnect", "uwsgi"): _client_disconnect("uwsgi"),
-    ("worker_harakiri", "uwsgi"): lambda seen, ctx: _harakiri(ctx.upstream_of("worker_harakiri")),
+    ("worker_harakiri", "uwsgi"): lambda seen, ctx: _harakiri(
+        ctx, ctx.upstream_of("worker_harakiri")),
     ("worker_died", "uwsgi"): _worker_died,
     ("listen_queue_full", "uwsgi"): lambda seen, ctx: _queue_full(
-        "uWSGI's listen queue", "uwsgi", seen.largest("backlog"), ctx.host),
+        ctx, None, "uWSGI's listen queue", "uwsgi", seen.largest("backlog")),
     ("worker_timeout", "gunicorn"): lambda seen, ctx: _gunicorn_timeout(
-        ctx.upstream_of("gunicorn_worker_timeout")),
+        ctx, ctx.upstream_of("gunicorn_worker_timeout")),
     # a kill after its worker timeout is the timeout's companion: what is left is OOM
     ("worker_killed", "gunicorn"): lambda seen, ctx: _gunicorn_killed(),
     ("client_disconnect", "gunicorn"): _client_disconnect("gunicorn"),
@@ -549,6 +650,25 @@ def advise_seen(incident: Incident, context: Context,
     if not evidence and saved:
         evidence = [(saved, 1)]
     return advise(incident, evidence, context)
+
+
+def per_upstream(incident: Incident) -> bool:
+    """Whether the facts kept for *incident* name nginx's upstream (its advice, and its
+    count in gw502d_upstream_incidents_total, are per upstream)."""
+    return "upstream" in incident.evidence
+
+
+def advise_upstreams(incident: Incident, context: Context,
+                     saved: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Advice]:
+    """Per upstream label (:meth:`Context.label`), the advice for *incident* from the facts
+    seen with that upstream only; *saved*: facts per label kept from before a restart, for
+    labels the tallies have seen nothing of since."""
+    groups: dict[str, list[FactCount]] = {}
+    for facts, n in context.evidence(*incident.key):
+        groups.setdefault(context.label(facts.get("upstream")), []).append((facts, n))
+    for label, facts in (saved or {}).items():
+        groups.setdefault(label, [(facts, 1)])
+    return {label: advise(incident, evidence, context) for label, evidence in groups.items()}
 
 
 def remediation_for(incident: Incident, facts: Mapping[str, Any] | None = None) -> str:

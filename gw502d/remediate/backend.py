@@ -39,6 +39,18 @@ def listen_backlog(current: int | None, somaxconn: int | None) -> tuple[int, int
     return somaxconn, want
 
 
+def read_timeout_above(limit: int) -> int:
+    """nginx's read timeout for a backend that ends requests after *limit* seconds: far
+    enough above it that the backend's limit, not nginx, ends a stuck request."""
+    return limit + max(4, limit // 2)
+
+
+def raised_limit(limit: int) -> int:
+    """A request time limit that killed a legitimate request, raised: twice as long, and not
+    below gunicorn's default (shorter limits kill ordinary slow pages)."""
+    return max(2 * limit, BACKEND_TIMEOUT)
+
+
 def render(options: Mapping[str, str]) -> str:
     """``buffer-size = 8192, listen = 1024`` (ini keys or gunicorn.conf.py names)."""
     return ", ".join(f"{name} = {value}" for name, value in options.items())

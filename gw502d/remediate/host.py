@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_NGINX_CONF = "/etc/nginx/nginx.conf"
 # ``user www-data;`` / ``user nginx nginx;`` at the top level of nginx.conf
 _NGINX_USER = re.compile(r"^\s*user\s+([^\s;]+)(?:\s+([^\s;]+))?\s*;", re.MULTILINE)
 
@@ -40,7 +41,7 @@ class HostFacts:
 
     @classmethod
     def read(cls, proc: Path = Path("/proc"),
-             nginx_conf: Path = Path("/etc/nginx/nginx.conf")) -> HostFacts:
+             nginx_conf: Path = Path(DEFAULT_NGINX_CONF)) -> HostFacts:
         """Read the facts from *proc* and *nginx_conf*; what cannot be read stays None."""
         user, group = _nginx_user(nginx_conf)
         return cls(
@@ -75,3 +76,19 @@ def _nginx_user(conf: Path) -> tuple[str | None, str | None]:
 def host_facts() -> HostFacts:
     """This host's facts, read on first use and kept (they change with a reboot at most)."""
     return HostFacts.read()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigPaths:
+    """Where this host's servers keep their configuration (gw502d.toml's ``[servers]``,
+    ``gw502d fix``'s flags): nginx.conf (None: not read), uWSGI files or globs
+    (``file.ini:section`` for another section), gunicorn.conf.py files, gunicorn command
+    lines (their ``-c`` file is read too; relative paths from *cwd*). Read by
+    :class:`gw502d.remediate.configured.HostConfig`."""
+
+    nginx: str | None = DEFAULT_NGINX_CONF
+    uwsgi: tuple[str, ...] = ()
+    gunicorn: tuple[str, ...] = ()
+    gunicorn_commands: tuple[str, ...] = ()
+    cwd: str = "/"
+    nginx_dump: bool = False  # nginx -T first (root on Debian), else the files

@@ -16,6 +16,7 @@ gRPC is not buffered: ``grpc_buffer_size`` is its only buffer directive.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -30,8 +31,12 @@ SCHEME_FAMILY = {
 FAMILIES = ("proxy", "uwsgi", "fastcgi", "scgi", "grpc")
 # nginx's default *_read_timeout; the backend's own limit must stay below it
 DEFAULT_READ_TIMEOUT = 60
+# The upstream label of a peer nginx's configuration does not pass to (or none was read)
+OTHER = "other"
 # More buffers than this many bytes each would hold megabytes per connection
 _MANY_BUFFERS_UP_TO = 32 * 1024
+_TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+               "M": 2592000, "y": 31536000}
 
 
 class Upstream(NamedTuple):
@@ -91,6 +96,70 @@ def header_buffers(family: str, size: int) -> dict[str, str]:
         f"{family}_buffers": f"{count} {size_text(b)}",
         f"{family}_busy_buffers_size": size_text(2 * b),
     }
+
+
+def parse_size(text: str | None) -> int | None:
+    """nginx's size notation as bytes: "16k" -> 16384, "1m", "4096"; None if not a size."""
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)", (text or "").strip())
+    if m is None:
+        return None
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
+def parse_time(text: str | None) -> float | None:
+    """nginx's time notation as seconds: "3s", "60" (seconds), "1m30s", "500ms"."""
+    value = (text or "").strip()
+    if value.isdigit():
+        return float(value)
+    parts = re.findall(r"(\d+)(ms|[smhdwMy])", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(int(n) * _TIME_UNITS[u] for n, u in parts)
+
+
+def time_text(seconds: float) -> str:
+    """Seconds in nginx's notation: 10 -> "10s"."""
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{int(seconds * 1000)}ms"
+
+
+class BufferChange(NamedTuple):
+    """One directive to set for a bigger header buffer, and why it must change."""
+
+    directive: str
+    value: str
+    reason: str
+
+
+def header_buffer_changes(family: str, new: int, buffers: str | None, busy: str | None,
+                          temp: str | None) -> list[BufferChange]:
+    """What to set so the header buffer holds *new* bytes and nginx -t still passes, given
+    the values in force: *buffers* (``"8 4k"``), and *busy* and *temp* (the
+    ``*_busy_buffers_size`` and ``*_temp_file_write_size`` set in the config, None when
+    derived). Only what the rules of merge_loc_conf (above) make necessary changes."""
+    out = [BufferChange(f"{family}_buffer_size", size_text(new),
+                        "the upstream's response headers did not fit")]
+    if family == "grpc":
+        return out
+    count, _, one_text = (buffers or "").partition(" ")
+    one = parse_size(one_text)
+    if not count.isdigit() or one is None:
+        return out
+    num, size = int(count), max(new, one)
+    busy_value = parse_size(busy) if busy is not None else 2 * size
+    if busy_value is not None and busy_value > (num - 1) * one:
+        out.append(BufferChange(
+            f"{family}_buffers", f"{max(num, 3)} {size_text(max(one, new))}",
+            f"{family}_busy_buffers_size ({size_text(busy_value)}) must be less than all "
+            f"{family}_buffers minus one ({size_text((num - 1) * one)})"))
+        num, one = max(num, 3), max(one, new)
+    need = f"it must be at least the larger of {family}_buffer_size and one buffer " \
+        f"({size_text(size)})"
+    if busy is not None and (busy_value or 0) < size:
+        out.append(BufferChange(f"{family}_busy_buffers_size",
+                                size_text(min(2 * size, (num - 1) * one)), need))
+    if temp is not None and (parse_size(temp) or 0) < size:
+        out.append(BufferChange(f"{family}_temp_file_write_size", size_text(2 * size), need))
+    return out
 
 
 def render(directives: Mapping[str, str]) -> str:

@@ -142,25 +142,44 @@ class _Spans:
 
     def __init__(self, block: Block) -> None:
         self._lines = block.lines
+        self._hits = block.hits
         self._slots = block.slots
         self._index: dict[int, int] | None = None
+        self._written: dict[tuple[str, int], float | None] = {}  # (family, line) -> when
 
     def __call__(self, m: Match) -> Span | None:
-        if self._index is None:  # built in C: a block has thousands of lines
-            self._index = dict(zip(map(id, self._lines), range(len(self._lines)),
-                                   strict=True))
-        i = self._index.get(id(m.string))
-        family = self._slots[m.lastindex].family.name  # type: ignore[index]
+        if self._index is None:
+            self._index = self._positions()
+        i = self._index.get(id(m))
         if i is None:
             return None
-        lines = self._lines
-        low = next((t for line in reversed(lines[max(i - self._REACH, 0):i])
-                    if (t := written_at(family, line)) is not None), float("-inf"))
-        high = next((t for line in lines[i + 1:i + 1 + self._REACH]
-                     if (t := written_at(family, line)) is not None), float("inf"))
-        if low == float("-inf") and high == float("inf"):
-            return None
-        if low == float("-inf") or high == float("inf"):  # at a block's edge: near the one
-            low, high = (high - DEFAULT_WINDOW, high) if low == float("-inf") else (
-                low, low + DEFAULT_WINDOW)
+        family = self._slots[m.lastindex].family.name  # type: ignore[index]
+        low = self._nearest(family, range(i - 1, max(i - self._REACH, 0) - 1, -1))
+        high = self._nearest(family, range(i + 1, min(i + 1 + self._REACH, len(self._lines))))
+        if low is None:
+            return None if high is None else (high - DEFAULT_WINDOW, high)
+        if high is None:  # at a block's edge: the window beside the one there is
+            return (low, low + DEFAULT_WINDOW)
         return (min(low, high), max(low, high))  # anchors out of order: trust neither side
+
+    def _positions(self) -> dict[int, int]:
+        """Each hit's line number: hits come in line order, so one walk of the block in C
+        finds them all (a map of every line cost more than the spans)."""
+        found: dict[int, int] = {}
+        at, lines = -1, self._lines
+        for m in self._hits:
+            at = lines.index(m.string, at + 1)
+            found[id(m)] = at
+        return found
+
+    def _nearest(self, family: str, indexes: range) -> float | None:
+        """When the first line of *indexes* that says so was written (each line read once
+        per block: undated hits often share their neighbours)."""
+        written, lines = self._written, self._lines
+        for j in indexes:
+            t = written.get((family, j), False)
+            if t is False:
+                t = written[(family, j)] = written_at(family, lines[j])
+            if t is not None:
+                return t
+        return None

@@ -22,7 +22,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -227,6 +227,28 @@ def http_request(
 def status_of(response: bytes) -> int | None:
     m = re.match(rb"HTTP/1\.[01] (\d{3})", response)
     return int(m.group(1)) if m else None
+
+
+def send_all(port: int, requests: Sequence[tuple[str, Mapping[str, str]]], *,
+             parallel: bool = False) -> list[int | None]:
+    """Each (path, headers) to 127.0.0.1:*port*, one after the other or all at once; the
+    statuses (None: no answer)."""
+    statuses: list[int | None] = [None] * len(requests)
+
+    def one(n: int) -> None:
+        path, headers = requests[n]
+        statuses[n] = status_of(http_request(port, path, headers=dict(headers), timeout=15))
+
+    if not parallel:
+        for n in range(len(requests)):
+            one(n)
+        return statuses
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return statuses
 
 
 def _parallel(fn: Callable[[], object], n: int, timeout: float = 15.0) -> None:

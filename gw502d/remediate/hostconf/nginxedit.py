@@ -28,11 +28,14 @@ _INDENT = "    "
 
 @dataclass(frozen=True, slots=True)
 class NginxEdit:
-    """Set *directive* to *value* (its arguments, e.g. ``"8 16k"``) in *block*."""
+    """Set *directive* to *value* (its arguments, e.g. ``"8 16k"``) in *block*; with
+    *instead_of*, the block's own statement of that directive is the one replaced (e.g.
+    ``proxy_pass`` -> ``uwsgi_pass``: two pass directives in a block are an error)."""
 
     block: Location | Server
     directive: str
     value: str
+    instead_of: str | None = None
 
 
 def plan_nginx(config: NginxConfig, edits: Sequence[NginxEdit]) -> Plan:
@@ -63,6 +66,12 @@ def _edit(config: NginxConfig, edit: NginxEdit, texts: TextEdits,
     if config.http is None:
         return False, f"{name}: no nginx configuration read"
     statement = f"{name} {value};"
+    if edit.instead_of is not None:
+        old = block.statement.find(edit.instead_of)
+        if len(old) != 1:
+            return False, (f"{edit.instead_of} is set {len(old)} times in {context} "
+                           f"({block.statement.where}): edit it by hand")
+        return _replace(old[0], statement, context, texts, uses[old[0].where])
     own = block.statement.find(name)
     if len(own) > 1:
         return False, (f"{name} is set {len(own)} times in {context} "

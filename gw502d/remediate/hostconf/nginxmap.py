@@ -183,6 +183,7 @@ class NginxConfig:
     servers: list[Server]
     upstreams: dict[str, UpstreamBlock]
     problems: list[Unreadable] = field(default_factory=list)
+    _labels: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def read(cls, conf: str | None = None, *, nginx: str | None = "nginx",
@@ -290,9 +291,12 @@ class NginxConfig:
 
     def upstream_labels(self) -> frozenset[str]:
         """``scheme://peer`` of every peer a pass reaches, as nginx prints them: a metric
-        label from this set is bounded by the config."""
-        return frozenset(f"{r.pass_.scheme}://{peer}" for r in self.routes()
-                         for peer in r.pass_.peers)
+        label from this set is bounded by the config (worked out once: the daemon asks per
+        distinct upstream it reads)."""
+        if self._labels is None:
+            self._labels = frozenset(f"{r.pass_.scheme}://{peer}" for r in self.routes()
+                                     for peer in r.pass_.peers)
+        return self._labels
 
     def label(self, upstream: str, other: str = "other") -> str:
         """The error line's upstream as a label when the config reaches it, else *other*."""
