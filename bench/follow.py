@@ -7,6 +7,7 @@ config and state dir), writes to the files it follows from separate writer proce
 (writers.py) and reads the answers from ``/metrics`` and ``/proc/<pid>``.
 
     python3 bench/follow.py latency --rate 1000 --rate 10000 --seconds 10
+    python3 bench/follow.py latency --source journal --rate 10000   # a [[journal]] source
     python3 bench/follow.py sustained --seconds 30      # mixed dataset, one write() per line
     python3 bench/follow.py idle --seconds 60 --files 50
     python3 bench/follow.py rss --incidents 1000000
@@ -34,8 +35,10 @@ from harness import (
     INCIDENTS,
     OPEN_FILES,
     Daemon,
+    child_pid,
     get,
     percentile,
+    proc_cpu,
     samples,
     series_count,
     wait_lines,
@@ -45,7 +48,9 @@ from harness import (
 
 
 def cmd_latency(a: argparse.Namespace) -> int:
-    """write() -> visible on /metrics, per line, at each rate, with one daemon."""
+    """write() -> visible on /metrics, per line, at each rate, with one daemon; with
+    ``--source journal`` the lines are a unit's journal entries, followed by a [[journal]]
+    source (journalctl's CPU is counted apart)."""
     rates = a.rate or [1000, 10000]
     key = ("upstream_timeout", "nginx")
     rows = []
@@ -53,12 +58,22 @@ def cmd_latency(a: argparse.Namespace) -> int:
         work = Path(tmp)
         followed = work / "error.log"
         followed.touch()
-        with Daemon(work, [(followed, "nginx", "nginx")]) as daemon:
+        logs: list[tuple[Path, str, str | None]] = [(followed, "nginx", "nginx")]
+        extra: list[str] = []
+        kind, target = "rate", followed
+        if a.source == "journal":
+            target = work / "journal" / "system.journal"
+            _journal_with_an_entry(target)
+            logs, kind = [], "journal-rate"
+            extra = ["[[journal]]", f"directory = {json.dumps(str(target.parent))}",
+                     'units = ["app.service"]', 'family = "nginx"', 'name = "app"']
+        with Daemon(work, logs, extra=extra) as daemon:
             for rate in rates:
                 base = samples(daemon.metrics()[0], INCIDENTS, INCIDENT_LABELS)[key]
                 times = work / f"times-{rate}"
-                cpu0, t0 = daemon.cpu(), time.monotonic()
-                writer = writers.start("rate", followed, rate, a.seconds, times)
+                jpid = child_pid(daemon.pid, "journalctl")
+                cpu0, jcpu0, t0 = daemon.cpu(), proc_cpu(jpid), time.monotonic()
+                writer = writers.start(kind, target, rate, a.seconds, times)
                 seen: list[tuple[int, int]] = []  # (answer complete ns, lines counted)
                 durations: list[float] = []
                 written: int | None = None
@@ -76,6 +91,7 @@ def cmd_latency(a: argparse.Namespace) -> int:
                         break
                     time.sleep(a.poll_ms / 1000)
                 cpu = 100 * (daemon.cpu() - cpu0) / (time.monotonic() - t0)
+                jcpu = 100 * (proc_cpu(jpid) - jcpu0) / (time.monotonic() - t0)
                 stamps = array.array("q")
                 with times.open("rb") as f:
                     stamps.frombytes(f.read())
@@ -92,19 +108,27 @@ def cmd_latency(a: argparse.Namespace) -> int:
                              "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
                              "max": latencies[-1] if latencies else float("nan"),
                              "scrapes": len(seen), "scrape_ms": statistics.median(durations),
-                             "cpu": cpu})
+                             "cpu": cpu, "journalctl_cpu": jcpu})
                 print(f"rate {rate}: done", file=sys.stderr)
-    print(f"latency, write() -> gw502d_incidents_total on /metrics; poll every {a.poll_ms} ms "
-          f"(new connection per scrape), {a.seconds:g} s per rate")
+    print(f"latency, write() -> gw502d_incidents_total on /metrics ({a.source}); poll every "
+          f"{a.poll_ms} ms (new connection per scrape), {a.seconds:g} s per rate")
     print("\n| lines/s | lines | counted | p50 ms | p99 ms | max ms | scrapes | "
-          "median scrape ms | daemon CPU % |")
-    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "median scrape ms | daemon CPU % | journalctl CPU % |")
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(f"| {r['rate']:,} | {r['lines']:,} | {r['counted']:,} | {r['p50']:.1f} | "
               f"{r['p99']:.1f} | {r['max']:.1f} | {r['scrapes']:,} | {r['scrape_ms']:.1f} | "
-              f"{r['cpu']:.1f} |")
+              f"{r['cpu']:.1f} | {r['journalctl_cpu']:.1f} |")
     _dump(a, rows)
     return 0 if all(r["counted"] == r["lines"] for r in rows) else 1
+
+
+def _journal_with_an_entry(path: Path) -> None:
+    """A journal file with one entry of another unit: journalctl starts at its end."""
+    path.parent.mkdir()
+    subprocess.run([writers.JOURNAL_REMOTE, f"--output={path}", "-"], check=True,
+                   input=b"__REALTIME_TIMESTAMP=%d\n_BOOT_ID=%s\n_SYSTEMD_UNIT=x.service\n"
+                         b"MESSAGE=start\n\n" % (time.time_ns() // 1000, b"0" * 32))
 
 
 def _at(history: list[tuple[int, int]], t: int) -> float:
@@ -326,6 +350,8 @@ def main() -> int:
                    "default 1000 and 10000)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--poll-ms", type=float, default=5.0, help="pause between scrapes")
+    p.add_argument("--source", choices=("file", "journal"), default="file",
+                   help="the lines go to a followed file or to a unit's journal entries")
     p.set_defaults(func=cmd_latency)
     p = sub.add_parser("sustained", help="mixed dataset line by line; lag back to zero")
     p.add_argument("--seconds", type=float, default=30.0)

@@ -190,9 +190,7 @@ class Daemon:
 
     def cpu(self) -> float:
         """User + system CPU seconds so far (every thread), from /proc/<pid>/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return proc_cpu(self.pid)
 
     def status(self, key: str) -> float:
         """A /proc/<pid>/status field in MB (VmRSS, VmHWM) or as a number (Threads)."""
@@ -202,6 +200,28 @@ class Daemon:
                 number = int(value.split()[0])
                 return number / 1024 if value.strip().endswith("kB") else number
         raise KeyError(key)
+
+
+def proc_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far, from /proc/<pid>/stat (0: none)."""
+    if pid is None:
+        return 0.0
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def child_pid(pid: int, name: str) -> int | None:
+    """The pid of *pid*'s child process called *name* (its comm), if there is one."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        if comm == name and int(rest.split()[1]) == pid:
+            return int(entry.name)
+    return None
 
 
 def wait_lines(daemon: Daemon, total: int, *, slowest: float = 0.25,

@@ -13,7 +13,11 @@ harness's side.
 - ``lines SRC DST SECONDS RATE``: SRC's lines over and over, one write() each, for
   SECONDS (at RATE lines/s, 0: as fast as it can);
 - ``storm DST COUNT``: COUNT nginx incident lines, each with its own URI and client, in
-  ~1 MiB writes.
+  ~1 MiB writes;
+- ``journal-rate JOURNAL RATE SECONDS TIMES``: ``rate``'s lines as journal entries of
+  ``app.service`` (and one of ``other.service`` per ten, which a unit match filters out),
+  piped into a ``systemd-journal-remote -o JOURNAL -`` this writer runs (what is due,
+  every half millisecond), as journald receives a service's lines and stores them.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 MiB = 1 << 20
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 # The latency line: the upstream_timeout example of patterns/nginx.toml (reading the
 # response header), with a date and connection number of our own.
 TIMEOUT_LINE = ('%s [error] 812#812: *%d upstream timed out (110: Connection timed out) while '
@@ -107,6 +113,40 @@ def rate(dst: str, per_second: int, seconds: float, times: str) -> dict[str, int
             n += 1
         time.sleep(0.0005)
     os.close(fd)
+    Path(times).write_bytes(stamps.tobytes())
+    return {"first_ns": stamps[0], "last_ns": time.monotonic_ns(), "lines": n}
+
+
+def journal_rate(journal: str, per_second: int, seconds: float, times: str) -> dict[str, int]:
+    """:func:`rate` into the journal: the entries due are written every half millisecond."""
+    sink = subprocess.Popen([JOURNAL_REMOTE, f"--output={journal}", "-"],
+                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert sink.stdin is not None
+    boot = uuid.uuid4().hex.encode()
+    stamps = array.array("q")
+    start = time.monotonic()
+    n = k = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * per_second) + 1
+        date = time.strftime("%Y/%m/%d %H:%M:%S")
+        chunk = []
+        while n < due:
+            k += 1
+            ours = k % 10 != 0
+            message = (TIMEOUT_LINE % (date, n + 1)).rstrip("\n") if ours else "other"
+            if ours:
+                stamps.append(time.monotonic_ns())
+                n += 1
+            chunk.append(b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n"
+                         b"_SYSTEMD_UNIT=%s\nSYSLOG_IDENTIFIER=nginx\nMESSAGE=%s\n\n" % (
+                             time.time_ns() // 1000, time.monotonic_ns() // 1000, boot,
+                             b"app.service" if ours else b"other.service", message.encode()))
+        if chunk:
+            sink.stdin.write(b"".join(chunk))
+            sink.stdin.flush()
+        time.sleep(0.0005)
+    sink.stdin.close()
+    sink.wait()
     Path(times).write_bytes(stamps.tobytes())
     return {"first_ns": stamps[0], "last_ns": time.monotonic_ns(), "lines": n}
 
@@ -203,6 +243,8 @@ def main(argv: list[str]) -> int:
         summary = lines(args[0], args[1], float(args[2]), int(args[3]))
     elif kind == "storm":
         summary = storm(args[0], int(args[1]))
+    elif kind == "journal-rate":
+        summary = journal_rate(args[0], int(args[1]), float(args[2]), args[3])
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -46,6 +46,8 @@ def _progress(total: int) -> Callable[[int], None] | None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    if not args.paths and not args.journal:
+        args.parser.error("nothing to scan: give a PATH or --journal")
     catalog = _catalog(args)
     out = sys.stdout
 
@@ -58,7 +60,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     gc.disable()
     result = scan(catalog, args.paths, max_line=args.max_line,
                   on_occurrence=emit if args.format == "jsonl" else None, progress=progress,
-                  window=args.correlation_window)
+                  window=args.correlation_window, journals=args.journal)
     if progress is not None:
         sys.stderr.write("\n")
     if args.format == "json":
@@ -140,12 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("scan", help="classify log files offline and report")
+    p.set_defaults(parser=p)
     p.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
     p.add_argument("--max-line", type=_max_line, default=MAX_LINE, metavar="BYTES",
                    help=f"long-line cap in bytes ({MAX_LINE_RANGE[0]} to {MAX_LINE_RANGE[1]})")
     p.add_argument("--correlation-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
                    help="how close in time a backend event must be to explain an nginx one")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, .gz, or -")
+    p.add_argument("--journal", action="append", metavar="DIR|FILE",
+                   help="a systemd journal directory or file, read with journalctl; repeatable")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files, directories, .gz, or - (syslog files are told by their lines)")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("explain", help="classify one line and say why")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -15,12 +17,14 @@ from gw502d.daemon.config import (
     Overrides,
     default_state_dir,
     load_config,
+    parse_config,
     read_config_file,
 )
 from gw502d.daemon.service import load
 from gw502d.errors import ConfigError
 from gw502d.export.listen import Listen
-from gw502d.source.spec import LogSpec
+from gw502d.source.spec import JournalSpec, LogSpec
+from tests.servers.journal import JournalWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "gw502d.toml.example"
@@ -57,9 +61,27 @@ def write(tmp_path: Path, text: str, name: str = "gw502d.toml") -> Path:
     ('allowed_hosts = [3]\n' + LOG, "allowed_hosts: 3 is not a host name"),
     ("log = []\n", "log: must be one or more [[log]] tables"),
     ('[[log]]\nfamily = "nginx"\n', "log[1].path: missing"),
-    (LOG + 'pth = "/x"\n', "log[1].pth: unknown key (known: family, name, path)"),
-    (LOG + LOG, "log[2].name: 'nginx' is already the name of log[1]; give each [[log]] its "
-                "own name"),
+    (LOG + 'pth = "/x"\n', "log[1].pth: unknown key (known: family, format, name, path)"),
+    (LOG + LOG, "log[2].name: 'nginx' is already the name of log[1]; give each [[log]] and "
+                "[[journal]] its own name"),
+    (LOG + 'format = "json"\n', "log[1].format: must be one of plain, syslog, got 'json'"),
+    ("journal = 3\n", "journal: must be one or more [[journal]] tables"),
+    ('[[journal]]\nunits = "shop"\n', "journal[1].units: must be an array of unit names, "
+                                      "got 'shop'"),
+    ('[[journal]]\nunits = ["shop", ""]\n', "journal[1].units: '' is not one of unit names"),
+    ('[[journal]]\nunits = ["uwsgi@*"]\n', "journal[1].units: 'uwsgi@*': name each unit, "
+                                           "globs are not matched"),
+    ('[[journal]]\nidentifiers = ["a\\nb"]\n', "journal[1].identifiers: 'a\\nb' is not one of "
+                                              "syslog identifiers"),
+    ('[[journal]]\ndirectory = "/j"\nfile = "/j/system.journal"\n',
+     "journal[1].file: a journal source reads a directory or a file, not both"),
+    ('[[journal]]\nunit = ["shop"]\n', "journal[1].unit: unknown key (known: directory, "
+                                       "family, file, identifiers, name, units)"),
+    (LOG + '[[journal]]\nunits = ["nginx.service"]\nname = "nginx"\n',
+     "journal[1].name: 'nginx' is already the name of log[1]; give each [[log]] and "
+     "[[journal]] its own name"),
+    ('[[journal]]\nunits = ["a"]\n[[journal]]\nidentifiers = ["a"]\n',
+     "journal[2].name: 'a' is already the name of journal[1]"),
     (LOG + '[[log]]\npath = "/a"\nfamily = 3\n', "log[2].family: must be a string, got 3"),
     ("listen = \n", "file: not valid TOML"),
 ])
@@ -78,6 +100,43 @@ def test_family_must_be_in_the_catalog(tmp_path: Path) -> None:
     assert info.value.key == "log[2].family"
     assert str(info.value) == (f"{path}: log[2].family: must be one of gunicorn, nginx, uwsgi, "
                                "werkzeug, got 'nginz'")
+
+
+def test_journal_sources_and_syslog_logs(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[journal]]\nunits = ["shop", "blog.service"]\nfamily = "uwsgi"\n'
+                           '[[journal]]\nidentifiers = ["gunicorn"]\ndirectory = "journal"\n'
+                           'name = "api"\n')
+    config = read_config_file(path)
+    # journal sources only: no file is followed by default
+    assert config.logs == ()
+    assert config.journals == (
+        JournalSpec("uwsgi", "uwsgi", ("shop", "blog.service")),
+        JournalSpec("api", None, identifiers=("gunicorn",), directory=str(tmp_path / "journal")))
+    path = write(tmp_path, LOG + 'format = "syslog"\n'
+                                 '[[journal]]\nfile = "j/system.journal"\n')
+    config = read_config_file(path)
+    assert config.logs == (LogSpec("/var/log/nginx/error.log", "nginx", "nginx", "syslog"),)
+    assert config.journals == (
+        JournalSpec("journal", None, file=str(tmp_path / "j" / "system.journal")),)
+    path = write(tmp_path, '[[journal]]\nunits = ["shop"]\nfamily = "apache"\n')
+    with pytest.raises(ConfigError) as info:
+        load(Overrides(config=path))
+    assert info.value.key == "journal[1].family"
+
+
+def test_journal_unit_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config_module, "DEFAULT_PATH", Path("/nonexistent/gw502d.toml"))
+    config = load_config(Overrides(journal_units=("uwsgi", "api.service", "uwsgi")))
+    assert config.logs == DEFAULT_LOGS  # the default logs have a "uwsgi" too: no clash
+    assert config.journals == (JournalSpec("uwsgi.service", None, ("uwsgi",)),
+                               JournalSpec("api.service", None, ("api.service",)))
+    with pytest.raises(ConfigError, match=r"^--journal-unit: 'a\*' is not a unit name"):
+        load_config(Overrides(journal_units=("a*",)))
+    path = write(tmp_path, LOG + 'name = "x.service"\n[[journal]]\nunits = ["y"]\n')
+    assert load_config(Overrides(config=path, journal_units=("z",))).journals == (
+        JournalSpec("z.service", None, ("z",)),)  # the flag replaces the [[journal]] tables
+    with pytest.raises(ConfigError, match=r"^--journal-unit: 'x.service' is already the name"):
+        load_config(Overrides(config=path, journal_units=("x",)))
 
 
 def test_family_from_a_pattern_dir_is_known(tmp_path: Path) -> None:
@@ -188,6 +247,18 @@ def test_the_example_is_a_valid_config() -> None:
     assert f"{EXAMPLE}: OK: 3 log(s)" in result.stdout
 
 
+def test_the_examples_commented_out_are_valid_too() -> None:
+    """Every commented-out table and key of the example, uncommented, is a valid config."""
+    text = re.sub(r"^# ((?:\[\[\w+\]\]|\w+ = .*))$", r"\1", EXAMPLE.read_text(),
+                  flags=re.MULTILINE)
+    config = parse_config(tomllib.loads(text), source="example", base=EXAMPLE.parent)
+    assert [s.name for s in config.journals] == ["shop", "api"]
+    assert config.journals[0].units == ("shop.service",) and config.journals[0].family == "uwsgi"
+    assert config.journals[1].directory == "/host/var/log/journal"
+    assert [s.format for s in config.logs].count("syslog") == 1
+    assert config.allowed_hosts == ("metrics.example.net",)
+
+
 def test_check_config_exit_codes(tmp_path: Path) -> None:
     good = write(tmp_path, LOG, "good.toml")
     result = gw502d("check-config", str(good))
@@ -199,6 +270,31 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
                                      "gunicorn, nginx, uwsgi, werkzeug, got 'apache'")
     result = gw502d("check-config", str(tmp_path / "none.toml"))
     assert result.returncode == 2 and "none.toml: file: cannot read" in result.stderr
+
+
+def test_check_config_names_journal_problems(tmp_path: Path) -> None:
+    """Journal sources are listed with what they match; an empty journal directory and a
+    missing journalctl are warnings (check-config still exits 0: the config is valid)."""
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    w = JournalWriter(full / "system.journal")
+    w.append([w.entry("hello", unit="shop.service")])
+    path = write(tmp_path, f'[[journal]]\nunits = ["shop"]\ndirectory = "{empty}"\n'
+                           f'[[journal]]\nidentifiers = ["uwsgi"]\ndirectory = "{full}"\n'
+                           'family = "uwsgi"\n')
+    result = gw502d("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "OK: 0 log(s), 2 journal source(s), " in result.stdout
+    assert f"  journal 'shop': unit shop in {empty} (family from each entry)\n" in result.stdout
+    assert f"  journal 'uwsgi': identifier uwsgi in {full} (uwsgi)\n" in result.stdout
+    assert result.stderr == (f"gw502d check-config: warning: journal 'shop': no journal files "
+                             f"in {empty}\n")
+    result = subprocess.run([sys.executable, "-m", "gw502d", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+                            env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 0
+    assert result.stderr.count("journalctl not found (journalctl): install systemd") == 2
 
 
 def test_run_refuses_a_bad_config_with_status_2(tmp_path: Path) -> None:

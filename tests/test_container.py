@@ -46,7 +46,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.daemon import CLASSIFIER
 from tests.servers.harness import free_port
+from tests.servers.journal import JournalWriter, real_lines
 
 pytestmark = pytest.mark.container
 
@@ -451,5 +453,45 @@ def test_container_counts_a_real_incident(built: Built, tmp_path: Path) -> None:
         assert exit_code == "0", f"exit {exit_code} after SIGTERM\n{_tail(output)}"
         events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
         assert events[-1]["event"] == "stopped", _tail(output)
+    finally:
+        podman.run("rm", "--force", "--volumes", container, check=False)
+
+
+def test_container_reads_a_host_journal_mounted_read_only(built: Built, tmp_path: Path) -> None:
+    """A journal directory mounted read-only where the node's would be (as the DaemonSet
+    mounts it) and a [[journal]] without a directory: the image's journalctl, run by the
+    daemon as uid 10001 on a read-only root, reads it, and a uWSGI unit's real line
+    appended to it is counted."""
+    podman = built.podman
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    w = JournalWriter(journal / "system.journal")
+    w.append([w.entry("before start", unit="cron.service")])
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gw502d.toml").write_text(
+        'state_dir = "/var/lib/gw502d"\n[[journal]]\nunits = ["shop.service"]\nname = "shop"\n')
+    for path in (tmp_path, journal, config):
+        path.chmod(0o755)  # uid 10001 reads them through the bind mounts
+    for f in journal.iterdir():
+        f.chmod(0o644)  # on a host: the systemd-journal group, or adm by ACL
+    line = next(ln for ln in real_lines("uwsgi") if "invalid request block size" in ln)
+    port = free_port()
+    container = built.image.removeprefix("localhost/").replace(":", "-") + "-journal"
+    podman.run(
+        "run", "--detach", "--name", container, "--network", "slirp4netns",
+        "--publish", f"127.0.0.1:{port}:{PORT}", "--read-only", "--cap-drop=ALL",
+        "--security-opt", "no-new-privileges", "--volume", f"{journal}:/var/log/journal:ro",
+        "--volume", f"{config}:/etc/gw502d:ro", built.image,
+    )
+    try:
+        _wait_sample(podman, container, port, "gw502d_journals_followed", {}, 1.0)
+        w.append([w.entry(line, unit="shop.service", ident="uwsgi")])
+        incident = CLASSIFIER.classify(line.encode())
+        assert incident is not None
+        _wait_sample(podman, container, port, "gw502d_incidents_total",
+                     {"incident": incident.incident.id, "source": "uwsgi"}, 1.0)
+        _wait_sample(podman, container, port, "gw502d_journal_records_total", {"log": "shop"},
+                     1.0)
     finally:
         podman.run("rm", "--force", "--volumes", container, check=False)

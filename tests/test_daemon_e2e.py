@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gw502d.export.metric_names import METRIC_NAMES
+from gw502d.export.metric_names import METRIC_NAMES, PER_JOURNAL
 from gw502d.remediate.correlate import ROOT_CAUSE_PAIRS
 from tests.daemon import (
     CATALOG,
@@ -57,7 +57,7 @@ def test_counts_serves_and_explains_real_lines(tmp_path: Path, daemon_factory: A
     samples = wait_counts(d, want)
 
     names = {name for name, _ in samples if name.startswith("gw502d_")}
-    assert names == METRIC_NAMES
+    assert names == METRIC_NAMES - PER_JOURNAL  # no [[journal]] source here
     companions = {(dict(k)["incident"], dict(k)["source"]): v
                   for k, v in series(samples, "gw502d_companion_lines_total").items()}
     assert {k: v for k, v in companions.items() if v} == dict(want_companions)

@@ -120,10 +120,12 @@ CONFIG_KEYS = frozenset(
         "redact",
         "allowed_hosts",
         "log",
+        "journal",
         "servers",
     }
 )
-LOG_KEYS = frozenset({"path", "family", "name"})
+LOG_KEYS = frozenset({"path", "family", "name", "format"})
+JOURNAL_KEYS = frozenset({"units", "identifiers", "directory", "file", "family", "name"})
 SERVERS_KEYS = frozenset({"nginx_conf", "uwsgi", "gunicorn", "gunicorn_command"})
 
 
@@ -371,7 +373,8 @@ def test_systemd_unit_contract() -> None:
     assert service["Restart"] == "on-failure"
     assert service["StateDirectory"] == "gw502d"
     assert service["DynamicUser"] == "yes"
-    assert service["SupplementaryGroups"] == "adm"
+    # adm: Debian's logs; systemd-journal: the journal, for [[journal]] sources
+    assert service["SupplementaryGroups"].split() == ["adm", "systemd-journal"]
     assert service["ProtectProc"] == "invisible"
     # gw502d reads /proc/sys/net/core/somaxconn, which ProcSubset=pid hides.
     assert "ProcSubset" not in service
@@ -772,6 +775,11 @@ def test_kubernetes_daemonset() -> None:
     assert mounts[host_paths["/var/log"]]["readOnly"] is True
     (state_volume,) = [m["name"] for m in mounts.values() if m["mountPath"] == config["state_dir"]]
     assert "hostPath" in volumes[state_volume]
+    # [[journal]] without a directory reads the node's journal where journalctl looks
+    assert any("directory" not in j for j in config["journal"])
+    for path in ("/var/log/journal", "/run/log/journal", "/etc/machine-id"):
+        mount = mounts[host_paths[path]]
+        assert (mount["mountPath"], mount["readOnly"]) == (path, True), path
 
     (port,) = service["spec"]["ports"]
     assert (port["name"], port["port"]) == ("metrics", 9502)
@@ -806,6 +814,9 @@ def _check_config(config: dict[str, Any]) -> None:
         assert set(log) <= LOG_KEYS, log
         assert log["path"].startswith("/"), log
         assert log.get("family", "nginx") in CATALOG, log
+    for journal in config.get("journal", []):
+        assert set(journal) <= JOURNAL_KEYS, journal
+        assert journal.get("family", "nginx") in CATALOG, journal
 
 
 def test_config_example() -> None:

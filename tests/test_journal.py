@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -32,15 +31,18 @@ from gw502d.source.journal import (
     JournalReader,
     _Decoder,
     _output_args,
+    check,
 )
 from gw502d.source.spec import JournalSpec
 from gw502d.source.state import State, StateFile
 from tests.servers.journal import (
     JOURNAL_REMOTE,
     JournalWriter,
+    cmdline,
     export_entry,
     kill_quietly,
     real_lines,
+    torture_run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,6 +373,16 @@ def test_problems_are_named(tmp_path: Path) -> None:
         assert str(j.problem).startswith(PERMISSION_HINT), j.problem
         assert j.stats().errors >= 1
     assert sink.lines == [b"hello"]
+    # check-config asks the same questions once, without following
+    assert str(check(spec, journalctl=jctl)).startswith(PERMISSION_HINT)
+    assert check(spec) is None
+    (tmp_path / "none").mkdir()
+    assert check(JournalSpec("app", None, directory=str(tmp_path / "none"))) == (
+        f"no journal files in {tmp_path / 'none'}")
+    assert check(JournalSpec("app", None, directory=str(tmp_path / "gone"))) == (
+        f"Failed to open {tmp_path / 'gone'}: No such file or directory (status 1)")
+    assert check(spec, journalctl=["/nonexistent/journalctl"]) == (
+        "journalctl not found (/nonexistent/journalctl): install systemd")
 
 
 def test_reader_reads_a_directory_or_a_file_to_its_end(tmp_path: Path) -> None:
@@ -415,10 +427,7 @@ def test_torture_sigkills_during_appends_count_every_entry_once(
     count with the cursor (atomically, like the daemon's snapshot) while it is SIGKILLed at
     random moments and restarted from its snapshot. At the end the child has seen each
     number exactly once, in order. About 10 s by default; 60 s with ``-m slow``."""
-    seconds = float(os.environ.get("GW502D_TORTURE_SECONDS", "0")) or (
-        60.0 if request.config.getoption("markexpr").strip() == "slow" else 10.0)
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    seconds, seed, rng = torture_run(request.config.getoption("markexpr"), 10.0)
     jdir = tmp_path / "journal"
     jdir.mkdir()
     cfg = {"directory": str(jdir), "state_dir": str(tmp_path / "state")}
@@ -481,17 +490,10 @@ def test_torture_sigkills_during_appends_count_every_entry_once(
     assert final["bad"] == [], f"seed {seed}: {final['bad'][:10]}"
     assert final["next"] == n and kills >= 3, (final, n, kills, seed)
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and str(jdir).encode()
-                 in _cmdline(int(p))]
+                 in cmdline(int(p))]
     for pid in leftovers:
         kill_quietly(int(pid))
     assert not leftovers, "journalctl outlived its killed parent"
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def follow_main(config_path: str) -> None:

@@ -11,7 +11,7 @@ from gw502d.classify.catalog import load_catalog
 from gw502d.daemon.pipeline import Pipeline, Settings
 from gw502d.daemon.totals import Totals
 from gw502d.remediate.correlate import ROOT_CAUSE_PAIRS
-from gw502d.source.spec import LogSpec
+from gw502d.source.spec import JournalSpec, LogSpec
 from tests.samples import BLOCK, HARAKIRI, NGINX_CLOSE, SIGPIPE, timeout_line
 
 CATALOG = load_catalog()
@@ -19,10 +19,6 @@ NGINX = LogSpec("/var/log/nginx/error.log", "nginx", "nginx")
 UWSGI = LogSpec("/var/log/uwsgi/app.log", "uwsgi", "uwsgi")
 ANY = LogSpec("/var/log/app/*.log", "app", None)
 SETTINGS = Settings(incidents_buffer=10, redact=True, window=5.0)
-
-
-
-
 
 
 def pipeline(totals: Totals | None = None) -> Pipeline:
@@ -108,3 +104,81 @@ def test_reload_never_resets_and_drops_nothing() -> None:
     assert n.incidents[("request_block_too_big", "uwsgi")] == 1
     assert sum(v for (_, cause), v in n.root_causes.items() if cause == "worker_harakiri") == 1
     assert len(p.stages.recent.copy()) == 1
+
+
+JOURNAL = JournalSpec("apps", None, units=("shop", "api"))
+SYSLOG = LogSpec("/var/log/syslog", "syslog", None, "syslog")
+DIED_77 = b"DAMN ! worker 1 (pid: 77) died, killed by signal 9 :( trying respawn ..."
+TIMEOUT = b"[18359] WORKER TIMEOUT (pid:18362)"  # gunicorn --log-syslog, prefix stripped
+
+
+def test_journal_records_go_to_the_tally_their_tag_names() -> None:
+    """Mixed writers in one batch: each line counts in its family's tally, in line order
+    within it (the death after its harakiri is the harakiri's companion)."""
+    p = pipeline()
+    now = time.time()
+    p.feed_records(JOURNAL, [HARAKIRI, TIMEOUT, DIED_77, BLOCK, b"[18359] Booting worker"],
+                   [now] * 5, ["uwsgi", "gunicorn.shop.error", "uwsgi", "uwsgi", "gunicorn"])
+    n = p.numbers()
+    assert n.incidents[("worker_harakiri", "uwsgi")] == 1
+    assert n.incidents[("worker_died", "uwsgi")] == 0
+    assert n.companions[("worker_harakiri", "uwsgi")] == 1
+    assert n.incidents[("request_block_too_big", "uwsgi")] == 1
+    assert n.incidents[("worker_timeout", "gunicorn")] == 1
+    assert n.unparsed == {"apps": 0}
+    assert set(p.stages.tallies.by_family) >= {"uwsgi", "gunicorn"}
+    # a spec's family wins over the tags
+    p.feed_records(JournalSpec("shop", "uwsgi", units=("shop",)), [BLOCK], [now], ["gunicorn"])
+    assert p.numbers().incidents[("request_block_too_big", "uwsgi")] == 2
+
+
+def test_journal_records_pair_at_their_own_time_not_their_arrival() -> None:
+    """A harakiri read now but written 100 s ago explains no nginx symptom of now; one
+    written a second before the symptom does, whichever is read first."""
+    p = pipeline()
+    now = time.time()
+    p.feed_records(JOURNAL, [HARAKIRI], [now - 100], ["uwsgi"])
+    p.feed(NGINX, NGINX.path, [NGINX_CLOSE])
+    assert p.numbers().root_causes[("upstream_premature_close", "worker_harakiri")] == 0
+    p.feed(NGINX, NGINX.path, [NGINX_CLOSE])
+    p.feed_records(JOURNAL, [HARAKIRI.replace(b"pid: 77", b"pid: 78")], [time.time() - 1],
+                   ["uwsgi"])
+    assert p.numbers().root_causes[("upstream_premature_close", "worker_harakiri")] == 1
+
+
+def test_syslog_lines_are_stripped_and_go_to_their_tags_family() -> None:
+    p = pipeline()
+    p.feed(SYSLOG, SYSLOG.path, [
+        b"Oct 14 13:38:27 web1 uwsgi[740]: " + BLOCK,
+        b"2025-10-14T13:38:27.123456+00:00 web1 nginx: " + NGINX_CLOSE,
+        b"<11>1 2025-10-14T13:38:27.1+00:00 web1 gunicorn.app.error - - - " + TIMEOUT,
+        b"Oct 14 13:38:28 web1 sshd[1]: Accepted publickey for root",
+    ])
+    n = p.numbers()
+    assert n.incidents[("request_block_too_big", "uwsgi")] == 1
+    assert n.incidents[("upstream_premature_close", "nginx")] == 1
+    assert n.incidents[("worker_timeout", "gunicorn")] == 1
+    assert n.unparsed == {"syslog": 0}
+    recent = p.stages.recent.copy()
+    assert {seen.line for seen in recent} == {BLOCK, NGINX_CLOSE, TIMEOUT}
+
+
+def test_pending_ends_of_a_family_not_seen_since_the_restart_are_kept() -> None:
+    """A harakiri read before a restart waits for its death; a snapshot taken after the
+    restart but before the journal's next uWSGI line must still hold it (a journal's
+    families get their tallies with their first line)."""
+    def journal_pipeline(totals: Totals) -> Pipeline:
+        return Pipeline(CATALOG, [NGINX, JOURNAL], SETTINGS, totals)
+
+    p = journal_pipeline(Totals())
+    p.feed_records(JOURNAL, [HARAKIRI], [time.time()], ["uwsgi"])
+    totals = Totals()
+    totals.restore(p.snapshot(), CATALOG)
+    restarted = journal_pipeline(totals)
+    again = Totals()
+    again.restore(restarted.snapshot(), CATALOG)  # no uWSGI line in between
+    p2 = journal_pipeline(again)
+    p2.feed_records(JOURNAL, [DIED_77], [time.time()], ["uwsgi"])
+    n = p2.numbers()
+    assert n.incidents[("worker_died", "uwsgi")] == 0
+    assert n.companions[("worker_harakiri", "uwsgi")] == 1

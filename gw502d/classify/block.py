@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gw502d.classify.matcher import Slot
+from gw502d.parse.syslog import family_of
 
 Match = re.Match[bytes]
 
@@ -41,8 +42,9 @@ class Run(NamedTuple):
 class Block:
     """Complete lines of one log, read at ``time`` (wall clock).
 
-    ``times``, when given, is each line's own time (a journal record's), else every line
-    counts as read at ``time``. ``hits`` are the matches of incident and companion lines in
+    ``times``, when given, is each line's own time from its source (a journal record's
+    ``__REALTIME_TIMESTAMP``, a syslog prefix's), None where unknown; else every line counts
+    as read at ``time``. ``hits`` are the matches of incident and companion lines in
     line order, ``runs`` the counted incidents' hits per slot in the order of each slot's
     last hit, ``slots`` the classifier's slots by group (``m.lastindex``); ``paired`` the
     root causes found with this block (for symptoms of this block or earlier ones);
@@ -54,7 +56,7 @@ class Block:
     family: str | None
     lines: list[bytes]
     time: float
-    times: Sequence[float] | None = None
+    times: Sequence[float | None] | None = None
     hits: list[Match] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     slots: Mapping[int, Slot] = field(default_factory=dict)
@@ -63,3 +65,30 @@ class Block:
 
 
 Stage = Callable[[Block], None]
+
+
+def by_family(log: str, family: str | None, lines: list[bytes], tags: Sequence[bytes | str],
+              time: float, *, times: Sequence[float | None] | None = None) -> list[Block]:
+    """One block per family, for lines that name their writer in a tag (a journal
+    identifier or unit, a syslog tag): each family's lines in line order, so its tally
+    sees a death after its harakiri. *family*, when set, is every line's; a tag that names
+    no family leaves the line to the all-families classifier (family None).
+
+    The usual block has one writer: the distinct tags are looked at, not every line.
+    """
+    if family is not None or not lines:
+        return [Block(log, family, lines, time, times)] if lines else []
+    families = {family_of(tag) for tag in set(tags)}
+    if len(families) == 1:
+        return [Block(log, families.pop(), lines, time, times)]
+    split: dict[str | None, tuple[list[bytes], list[float | None]]] = {}
+    for i, tag in enumerate(tags):
+        fam = family_of(tag)
+        got = split.get(fam)
+        if got is None:
+            got = split[fam] = ([], [])
+        got[0].append(lines[i])
+        if times is not None:
+            got[1].append(times[i])
+    return [Block(log, fam, ls, time, ts if times is not None else None)
+            for fam, (ls, ts) in split.items()]

@@ -9,7 +9,7 @@ conversion runs per distinct value. An :class:`Event` stands for ``n`` identical
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gw502d.classify.block import Match
@@ -52,13 +52,18 @@ class EventReader:
         self._times: dict[bytes, float | None] = {}
 
     def events(self, hits: list[Match], when: float | None, *, dated: bool,
+               at: Sequence[float | None] | None = None,
                span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
         """The events of *hits*: each at its line's own time with *dated* (*when* for lines
         without one, or the span *span_of* finds around them), else all at *when* (the
-        daemon: their arrival)."""
+        daemon: their arrival). *at*, when given, is each hit's time from its source (a
+        journal record's, a syslog prefix's): it wins where it is known."""
         raws = list(self._read(hits))
-        stamps = [stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
+        stamps: list[bytes | float | None] = [
+            stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
             else [None] * len(raws)
+        if at is not None:
+            stamps = [s if a is None else a for a, s in zip(at, stamps, strict=True)]
         key = self._key
         # counted in C: a storm's hits cost no Python each
         events = [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
@@ -73,9 +78,9 @@ class EventReader:
                        for (span, raw), n in found.items()]
         return events
 
-    def _time(self, stamp: bytes | None) -> float | None:
-        if stamp is None:
-            return None
+    def _time(self, stamp: bytes | float | None) -> float | None:
+        if stamp is None or isinstance(stamp, float):  # none, or a time from the source
+            return stamp
         t = self._times.get(stamp, False)
         if t is False:
             if len(self._times) >= _CACHE:

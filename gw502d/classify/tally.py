@@ -286,9 +286,14 @@ class Tallies:
             tally.restore_pending_ends(pending.get(family or "*", {}))
 
     def pending_ends(self) -> dict[str, Any]:
-        """Each family's :meth:`Tally.pending_ends` (``*``: logs without a family)."""
-        return {family or "*": ends for family, tally in self.by_family.items()
-                if (ends := tally.pending_ends())}
+        """Each family's :meth:`Tally.pending_ends` (``*``: logs without a family); a
+        family restored but not counted in since (its tally not built yet: a journal's
+        or a syslog file's families come with their lines) keeps what was restored."""
+        built = {family or "*" for family in self.by_family}
+        out = {family: ends for family, ends in self.pending.items() if family not in built}
+        out.update({family or "*": ends for family, tally in self.by_family.items()
+                    if (ends := tally.pending_ends())})
+        return out
 
     def count(self, block: Block) -> None:
         """The classify stage: count *block* with its family's tally."""

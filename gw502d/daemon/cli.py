@@ -1,6 +1,6 @@
 """``gw502d run`` and ``gw502d check-config``.
 
-The daemon's modules (prometheus-client, structlog, the HTTP server, the follower) are
+The daemon's modules (prometheus-client, structlog, the HTTP server, the followers) are
 imported by the commands that use them, so ``gw502d scan`` and ``explain`` do not pay for
 them at start.
 """
@@ -21,6 +21,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
     return Overrides(
         config=getattr(args, "config", None),
         logs=tuple(getattr(args, "log", None) or ()),
+        journal_units=tuple(getattr(args, "journal_unit", None) or ()),
         listen=getattr(args, "listen", None),
         state_dir=getattr(args, "state_dir", None),
         web_config=getattr(args, "web_config", None),
@@ -46,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gw502d.daemon.service import load  # noqa: PLC0415 - see above
+    from gw502d.source.journal import check as journal_problem  # noqa: PLC0415
+    from gw502d.source.journal import describe  # noqa: PLC0415
 
     try:
         loaded = load(_overrides(args))
@@ -55,14 +58,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = loaded.config
     tls = "TLS" if loaded.web is not None and loaded.web.tls is not None else "plain HTTP"
     users = len(loaded.web.users) if loaded.web is not None else 0
-    print(f"{config.source}: OK: {len(config.logs)} log(s), {len(loaded.catalog.keys)} incident "
-          f"types, listen {config.listen} ({tls}, {users} basic-auth user(s)), "
-          f"state in {config.state_dir}")
+    journals = f", {len(config.journals)} journal source(s)" if config.journals else ""
+    print(f"{config.source}: OK: {len(config.logs)} log(s){journals}, "
+          f"{len(loaded.catalog.keys)} incident types, listen {config.listen} ({tls}, "
+          f"{users} basic-auth user(s)), state in {config.state_dir}")
     for spec in config.logs:
-        print(f"  log {spec.name!r}: {spec.path} ({spec.family or 'any family'})")
+        form = ", syslog prefixes" if spec.format == "syslog" else ""
+        print(f"  log {spec.name!r}: {spec.path} ({spec.family or 'any family'}{form})")
         problem = spec.problem()
         if problem is not None:
             print(f"gw502d check-config: warning: log {spec.name!r}: {spec.path}: {problem}",
+                  file=sys.stderr)
+    for journal in config.journals:
+        print(f"  journal {journal.name!r}: {describe(journal)} "
+              f"({journal.family or 'family from each entry'})")
+        problem = journal_problem(journal)
+        if problem is not None:
+            print(f"gw502d check-config: warning: journal {journal.name!r}: {problem}",
                   file=sys.stderr)
     _check_servers(config.servers)
     return EXIT_OK
@@ -88,6 +100,9 @@ def add_daemon_commands(
                    help=f"TOML configuration (default: {DEFAULT_PATH}, if it exists)")
     p.add_argument("--log", action="append", metavar="PATH",
                    help="follow this log (a glob too) instead of the [[log]] tables; repeatable")
+    p.add_argument("--journal-unit", action="append", metavar="UNIT",
+                   help="follow this systemd unit's journal entries instead of the [[journal]] "
+                        "tables; repeatable")
     p.add_argument("--listen", metavar="HOST:PORT", help="HTTP address (default :9502)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="where offsets are kept")
     p.add_argument("--web-config", type=Path, metavar="FILE",

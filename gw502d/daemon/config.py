@@ -2,7 +2,8 @@
 
 The keys are those of ``deploy/gw502d.toml.example``. Every problem raises
 :class:`ConfigError` naming the file, the key and what is wrong
-(``log[2].family: must be one of ...``; ``[[log]]`` tables count from 1), so that
+(``log[2].family: must be one of ...``; ``[[log]]`` and ``[[journal]]`` tables count from
+1), so that
 ``gw502d check-config`` and a refused SIGHUP reload say what to fix. Relative paths in a
 file are taken from the file's directory, so a config and its patterns can move together.
 """
@@ -22,7 +23,7 @@ from gw502d.export.listen import Listen, parse_listen
 from gw502d.remediate.correlate import DEFAULT_WINDOW
 from gw502d.remediate.host import DEFAULT_NGINX_CONF, ConfigPaths
 from gw502d.source.lines import MAX_LINE, MAX_LINE_RANGE
-from gw502d.source.spec import LogSpec
+from gw502d.source.spec import LOG_FORMATS, JournalSpec, LogSpec
 
 DEFAULT_PATH = Path("/etc/gw502d/gw502d.toml")
 DEFAULT_LISTEN = ":9502"
@@ -37,9 +38,12 @@ INCIDENTS_BUFFER_RANGE = (0, 10_000)
 CORRELATION_WINDOW_RANGE = (0, 3600)
 KEYS = frozenset({"listen", "state_dir", "pattern_dirs", "max_line_bytes",
                   "correlation_window_seconds", "start_at", "web_config", "incidents_buffer",
-                  "redact", "allowed_hosts", "log", "servers"})
-LOG_KEYS = frozenset({"path", "family", "name"})
+                  "redact", "allowed_hosts", "log", "journal", "servers"})
+LOG_KEYS = frozenset({"path", "family", "name", "format"})
+JOURNAL_KEYS = frozenset({"units", "identifiers", "directory", "file", "family", "name"})
 SERVERS_KEYS = frozenset({"nginx_conf", "uwsgi", "gunicorn", "gunicorn_command"})
+# journalctl matches _SYSTEMD_UNIT exactly (``-u`` globs only through the unit list)
+_GLOB = frozenset("*?[")
 
 
 def default_state_dir() -> Path:
@@ -58,6 +62,7 @@ class Config:
     logs: tuple[LogSpec, ...]
     listen: Listen
     state_dir: Path
+    journals: tuple[JournalSpec, ...] = ()
     pattern_dirs: tuple[Path, ...] = ()
     max_line_bytes: int = MAX_LINE
     correlation_window_seconds: float = DEFAULT_WINDOW
@@ -76,6 +81,7 @@ class Overrides:
 
     config: Path | None = None
     logs: tuple[str, ...] = ()
+    journal_units: tuple[str, ...] = ()
     listen: str | None = None
     state_dir: Path | None = None
     web_config: Path | None = None
@@ -118,30 +124,71 @@ class _Reader:
             raise self.error(key, f"must be between {low} and {high}, got {value!r}")
         return value
 
+    def texts(self, key: str, what: str) -> tuple[str, ...]:
+        """An array of strings without control characters (journal matches, names)."""
+        values = self.get(key, list, f"an array of {what}") or []
+        for v in values:
+            if not isinstance(v, str) or not v.strip() or not v.isprintable():
+                raise self.error(key, f"{v!r} is not one of {what}")
+        return tuple(values)
+
     def unknown(self, known: Collection[str]) -> None:
         extra = sorted(set(self.table) - set(known))
         if extra:
             raise self.error(extra[0], f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def _logs(raw: Any, top: _Reader) -> tuple[LogSpec, ...]:
+def _tables(raw: Any, key: str, top: _Reader) -> list[_Reader]:
+    """The ``[[key]]`` tables, each with a reader whose errors say ``key[n].``."""
     if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
-        raise top.error("log", "must be one or more [[log]] tables")
+        raise top.error(key, f"must be one or more [[{key}]] tables")
+    return [_Reader(table, f"{key}[{n}].", top.source, top.base)
+            for n, table in enumerate(raw, 1)]
+
+
+def _unique(name: str, r: _Reader, names: dict[str, str]) -> str:
+    """A source's ``name`` (the ``log`` label): one per [[log]] and [[journal]] table."""
+    if name in names:
+        raise r.error("name", f"{name!r} is already the name of {names[name]}; give each "
+                              "[[log]] and [[journal]] its own name")
+    names[name] = r.prefix.rstrip(".")
+    return name
+
+
+def _logs(raw: Any, top: _Reader, names: dict[str, str]) -> tuple[LogSpec, ...]:
     specs: list[LogSpec] = []
-    names: dict[str, int] = {}
-    for n, table in enumerate(raw, 1):
-        r = _Reader(table, f"log[{n}].", top.source, top.base)
+    for r in _tables(raw, "log", top):
         r.unknown(LOG_KEYS)
         path = r.path("path")
         if path is None:
             raise r.error("path", "missing (the log file, or a glob of log files)")
         family = r.text("family")
-        name = r.text("name") or family or str(path)
-        if name in names:
-            raise r.error("name", f"{name!r} is already the name of log[{names[name]}]; "
-                                  "give each [[log]] its own name")
-        names[name] = n
-        specs.append(LogSpec(str(path), name, family))
+        form = r.text("format") or "plain"
+        if form not in LOG_FORMATS:
+            raise r.error("format", f"must be one of {', '.join(LOG_FORMATS)}, got {form!r}")
+        name = _unique(r.text("name") or family or str(path), r, names)
+        specs.append(LogSpec(str(path), name, family, cast("Literal['plain', 'syslog']", form)))
+    return tuple(specs)
+
+
+def _journals(raw: Any, top: _Reader, names: dict[str, str]) -> tuple[JournalSpec, ...]:
+    specs: list[JournalSpec] = []
+    for r in _tables(raw, "journal", top):
+        r.unknown(JOURNAL_KEYS)
+        units = r.texts("units", "unit names")
+        globbed = [u for u in units if _GLOB & set(u)]
+        if globbed:
+            raise r.error("units", f"{globbed[0]!r}: name each unit, globs are not matched")
+        identifiers = r.texts("identifiers", "syslog identifiers")
+        directory, file = r.path("directory"), r.path("file")
+        if directory is not None and file is not None:
+            raise r.error("file", "a journal source reads a directory or a file, not both")
+        family = r.text("family")
+        default = family or next(iter(units + identifiers), None) or "journal"
+        name = _unique(r.text("name") or default, r, names)
+        specs.append(JournalSpec(name, family, units, identifiers,
+                                 str(directory) if directory is not None else None,
+                                 str(file) if file is not None else None))
     return tuple(specs)
 
 
@@ -194,8 +241,13 @@ def parse_config(data: Mapping[str, Any], *, source: str, base: Path) -> Config:
     bad = [h for h in hosts if not isinstance(h, str) or not valid_pattern(h)]
     if bad:
         raise r.error("allowed_hosts", f"{bad[0]!r} is not a host name, \".domain\" or \"*\"")
+    names: dict[str, str] = {}
+    logs = _logs(data["log"], r, names) if "log" in data else None
+    journals = _journals(data["journal"], r, names) if "journal" in data else ()
     return Config(
-        logs=_logs(data["log"], r) if "log" in data else DEFAULT_LOGS,
+        # a file that names journal sources and no log follows no file by default
+        logs=logs if logs is not None else () if journals else DEFAULT_LOGS,
+        journals=journals,
         listen=address,
         state_dir=r.path("state_dir") or default_state_dir(),
         pattern_dirs=tuple(base / d for d in dirs),
@@ -238,6 +290,9 @@ def load_config(overrides: Overrides) -> Config:
     if overrides.logs:
         changes["logs"] = tuple(LogSpec(os.path.abspath(p), os.path.abspath(p), None)  # noqa: PTH100 - globs stay str
                                 for p in dict.fromkeys(overrides.logs))
+    if overrides.journal_units:
+        changes["journals"] = _unit_journals(overrides.journal_units,
+                                             changes.get("logs", config.logs))
     if overrides.listen is not None:
         try:
             changes["listen"] = parse_listen(overrides.listen)
@@ -252,9 +307,28 @@ def load_config(overrides: Overrides) -> Config:
     return replace(config, **changes)
 
 
+def _unit_journals(units: Collection[str], logs: Collection[LogSpec]) -> tuple[JournalSpec, ...]:
+    """``--journal-unit``: one journal source per unit, named like the unit journalctl
+    matches (``shop`` is ``shop.service``), its family told by each record's tag."""
+    specs = []
+    for unit in dict.fromkeys(units):
+        name = unit if "." in unit else f"{unit}.service"
+        if not unit.strip() or not unit.isprintable() or _GLOB & set(unit):
+            raise ConfigError("--journal-unit", f"{unit!r} is not a unit name (globs are not "
+                                                "matched)")
+        if any(spec.name == name for spec in logs):
+            raise ConfigError("--journal-unit", f"{name!r} is already the name of a log")
+        specs.append(JournalSpec(name, None, (unit,)))
+    return tuple(specs)
+
+
 def check_families(config: Config, families: Collection[str]) -> None:
     """Every ``family`` names a family of the catalog (built-in or from pattern_dirs)."""
-    for n, spec in enumerate(config.logs, 1):
-        if spec.family is not None and spec.family not in families:
-            raise ConfigError(f"log[{n}].family", f"must be one of {', '.join(families)}, "
-                                                  f"got {spec.family!r}", config.source)
+    tables: tuple[tuple[str, tuple[LogSpec | JournalSpec, ...]], ...] = (
+        ("log", config.logs), ("journal", config.journals))
+    for table, specs in tables:
+        for n, spec in enumerate(specs, 1):
+            if spec.family is not None and spec.family not in families:
+                raise ConfigError(f"{table}[{n}].family",
+                                  f"must be one of {', '.join(families)}, got {spec.family!r}",
+                                  config.source)

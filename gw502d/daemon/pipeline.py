@@ -1,21 +1,25 @@
 """The way every block of lines goes in ``gw502d run``, in one place.
 
-The follower hands each block it reads to :meth:`Pipeline.feed`, which wraps it in a
-:class:`~gw502d.classify.block.Block` and passes it through the stages, in this order::
+The follower hands each block it reads to :meth:`Pipeline.feed`, a journal follower the
+records it read to :meth:`Pipeline.feed_records`; each wraps them in a
+:class:`~gw502d.classify.block.Block` (one per family, when a syslog tag or the journal
+names the writer) and passes it through the stages, in this order::
 
     tallies.count        classify: match each line once, count, keep evidence
     upstreams.count      nginx incidents per upstream label (from the host's config)
     unparsed.count       lines without their family's record shape, per log
-    root_causes.observe  pair nginx symptoms with backend causes, at arrival time
+    root_causes.observe  pair nginx symptoms with backend causes, at arrival time (a
+                         journal record's own time)
     recent.keep          the newest incident lines, for /incidents
     rates.add            incidents per minute over the last hour, for the page
     events.log           one rate-limited log event per incident
 
 Every stage has one signature (``Block -> None``) and keeps its own numbers; the exporter
 reads them through :class:`~gw502d.daemon.totals.Totals` when Prometheus asks. All
-stages run in the follower's thread, under :attr:`Pipeline.lock`, taken once per block
-(up to 1 MiB of lines), never per line. A reload builds the stages of the new catalog
-outside the lock and swaps them in between two blocks.
+stages run in the follower's thread or a journal follower's, under :attr:`Pipeline.lock`,
+taken once per block (up to 1 MiB of lines), never per line (syslog prefixes are stripped
+before it is taken). A reload builds the stages of the new catalog outside the lock and
+swaps them in between two blocks.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gw502d.classify.block import Block, Stage
+from gw502d.classify.block import Block, Stage, by_family
 from gw502d.classify.catalog import Catalog
 from gw502d.classify.events import EVENT_FACTS
 from gw502d.classify.tally import Tallies
@@ -35,10 +39,13 @@ from gw502d.export.collector import Numbers
 from gw502d.export.events import IncidentEvents
 from gw502d.export.incidents import RecentIncidents
 from gw502d.export.rates import Rates
+from gw502d.parse.syslog import strip_block
 from gw502d.remediate.configured import HostConfig
 from gw502d.remediate.root_causes import RootCauses
 from gw502d.remediate.upstreams import UpstreamIncidents, other
-from gw502d.source.spec import LogSpec
+from gw502d.source.spec import JournalSpec, LogSpec
+
+Spec = LogSpec | JournalSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,7 @@ class Stages:
 class Pipeline:
     """The stages of the running configuration, and the totals they add to."""
 
-    def __init__(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings,
+    def __init__(self, catalog: Catalog, specs: Iterable[Spec], settings: Settings,
                  totals: Totals) -> None:
         self.lock = threading.Lock()
         self.totals = totals
@@ -81,7 +88,7 @@ class Pipeline:
         self.stages.tallies.restore_pending_ends(totals.pending_ends)
         self._route = self.stages.route
 
-    def _build(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings,
+    def _build(self, catalog: Catalog, specs: Iterable[Spec], settings: Settings,
                old: Stages | None) -> Stages:
         recent = old.recent if old is not None else RecentIncidents(settings.incidents_buffer)
         events = old.events if old is not None else IncidentEvents(redact=settings.redact)
@@ -101,12 +108,27 @@ class Pipeline:
 
     def feed(self, spec: LogSpec, path: str, lines: list[bytes]) -> None:
         """The follower's ``on_lines``: one block through every stage."""
-        with self.lock:
-            block = Block(spec.name, spec.family, lines, time.time())
-            for stage in self._route:
-                stage(block)
+        now = time.time()
+        if spec.format == "syslog":
+            stripped = strip_block(lines)
+            self._run(by_family(spec.name, spec.family, stripped.lines, stripped.tags, now))
+        else:
+            self._run([Block(spec.name, spec.family, lines, now)])
 
-    def reload(self, catalog: Catalog, specs: Iterable[LogSpec], settings: Settings) -> None:
+    def feed_records(self, spec: JournalSpec, lines: list[bytes], times: list[float],
+                     tags: list[str]) -> None:
+        """A journal follower's ``on_records``: each line at its record's time, in the
+        tally of the family its spec or its tag names."""
+        self._run(by_family(spec.name, spec.family, lines, tags, time.time(), times=times))
+
+    def _run(self, blocks: list[Block]) -> None:
+        with self.lock:
+            route = self._route
+            for block in blocks:
+                for stage in route:
+                    stage(block)
+
+    def reload(self, catalog: Catalog, specs: Iterable[Spec], settings: Settings) -> None:
         """Count with stages of *catalog* from the next block on; totals carry over."""
         fresh = self._build(catalog, specs, settings, self.stages)  # compiling takes a while
         with self.lock:

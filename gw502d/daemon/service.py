@@ -1,4 +1,5 @@
-"""``gw502d run``: the follower thread, the HTTP server, signals and systemd, tied together.
+"""``gw502d run``: the follower thread, the journal followers, the HTTP server, signals and
+systemd, tied together.
 
 The main thread only waits: for a signal (SIGHUP reloads, SIGTERM/SIGINT stop), for the
 follower's thread to end, and for the next watchdog ping; every few seconds it stats the
@@ -27,6 +28,7 @@ from gw502d import __version__
 from gw502d.classify.catalog import Catalog, CatalogError, load_catalog
 from gw502d.daemon import EXIT_FAILED, EXIT_OK
 from gw502d.daemon.config import Config, Overrides, check_families, load_config
+from gw502d.daemon.journals import SNAPSHOT_KEY, Journals
 from gw502d.daemon.notify import Notifier, watchdog_interval
 from gw502d.daemon.pipeline import Pipeline, Settings
 from gw502d.daemon.totals import Totals
@@ -41,7 +43,7 @@ from gw502d.export.webconfig import WebConfig, load_web_config
 from gw502d.remediate.configured import HostConfig
 from gw502d.remediate.host import ConfigPaths
 from gw502d.source.follower import Follower
-from gw502d.source.spec import LogSpec
+from gw502d.source.spec import JournalSpec, LogSpec
 
 log = structlog.get_logger("gw502d.daemon")
 
@@ -100,9 +102,13 @@ class Daemon:
         self.follower = Follower(config.logs, self._feed, state_dir=config.state_dir,
                                  start_at=config.start_at, max_line=config.max_line_bytes,
                                  snapshot_extra=self._snapshot)
+        self.journals = Journals(config.journals, self._records,
+                                 saved=self.follower.restored_extra.get(SNAPSHOT_KEY),
+                                 start_at=config.start_at, max_line=config.max_line_bytes)
         totals = Totals()
         totals.restore(self.follower.restored_extra, loaded.catalog)
-        self.pipeline = Pipeline(loaded.catalog, config.logs, _settings(config), totals)
+        self.pipeline = Pipeline(loaded.catalog, [*config.logs, *config.journals],
+                                 _settings(config), totals)
         self.site = Site(build_registry(self._scrape), health=self._health,
                          incidents=self._incidents, page=self._page, web=loaded.web,
                          hosts=HostPolicy(config.allowed_hosts))
@@ -113,14 +119,22 @@ class Daemon:
     def _feed(self, spec: LogSpec, path: str, lines: list[bytes]) -> None:
         self.pipeline.feed(spec, path, lines)
 
+    def _records(self, spec: JournalSpec, lines: list[bytes], times: list[float],
+                 tags: list[str]) -> None:  # a journal follower's thread, its lock held
+        self.pipeline.feed_records(spec, lines, times, tags)
+
     def _snapshot(self) -> dict[str, object]:
-        return self.pipeline.snapshot()
+        with self.journals.frozen() as cursors:  # journal locks first, then the pipeline's
+            extra = self.pipeline.snapshot()
+        extra[SNAPSHOT_KEY] = cursors
+        return extra
 
     # -- what the endpoints read ---------------------------------------------------------
 
     def _scrape(self) -> Scrape:
         return Scrape(self.pipeline.numbers(), self.follower.stats(), self._reload_ok,
-                      self._reload_time, self.servers.problem_counts())
+                      self._reload_time, self.servers.problem_counts(), self.journals.stats(),
+                      self.journals.followed())
 
     def _health(self) -> str | None:
         """Why the daemon cannot do its job now, or None: a 503 with this reason."""
@@ -133,7 +147,11 @@ class Daemon:
                     "again; see the log")
         if not self.pipeline.stages.catalog.keys:
             return "the incident catalog is empty: nothing can be counted"
-        if not followed(self.follower.stats()):
+        journals = self.journals.problems()
+        if journals:
+            return "; ".join(f"journal source {name!r} cannot be followed: {problem}"
+                             for name, problem in journals.items())
+        if not followed(self.follower.stats()) and not self.journals.followed():
             paths = ", ".join(s.path for s in self._loaded.config.logs)
             return f"no configured log is being followed (missing or unreadable: {paths})"
         return None
@@ -167,11 +185,13 @@ class Daemon:
         exporter.start()
         follower = threading.Thread(target=self._follow, name="follower")
         follower.start()
+        self.journals.start()
         log.info("started", version=__version__, config=config.source, listen=str(config.listen),
                  port=exporter.port, logs=[s.path for s in config.logs],
-                 state_dir=str(config.state_dir))
+                 journals=[s.name for s in config.journals], state_dir=str(config.state_dir))
         code = self._main_loop(follower)
         self._notifier.send("STOPPING=1")
+        self.journals.stop()  # before the follower's final snapshot: their cursors are final
         self._stop.set()
         self.follower.wake()
         follower.join()
@@ -257,8 +277,10 @@ class Daemon:
                             running=str(getattr(old, name)), configured=str(getattr(config, name)))
         config = replace(config, **{name: getattr(old, name) for name in _RESTART_ONLY})
         loaded = replace(loaded, config=config)
-        self.pipeline.reload(loaded.catalog, config.logs, _settings(config))
+        self.pipeline.reload(loaded.catalog, [*config.logs, *config.journals],
+                             _settings(config))
         self.follower.set_specs(config.logs)
+        self.journals.set_specs(config.journals)
         self.site.web = loaded.web
         self.site.hosts = HostPolicy(config.allowed_hosts)
         self.servers = self._read_servers(config.servers, "reload")
@@ -266,6 +288,7 @@ class Daemon:
         self._reload_ok = True
         self._reload_time = time.time()
         log.info("reloaded", config=config.source, logs=[s.path for s in config.logs],
+                 journals=[s.name for s in config.journals],
                  incident_types=len(loaded.catalog.keys), rate_limit=False)
         self._notifier.send("READY=1", "STATUS=following logs")
 

@@ -10,7 +10,7 @@ client address), so the number of series cannot grow with traffic.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from gw502d import __version__
 from gw502d.classify.keys import Key
 from gw502d.export import metric_names as m
 from gw502d.source.follower import LogStats
+from gw502d.source.journal import JournalStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class Scrape:
     reload_success_time: float
     # what of the servers' configuration could not be read, per server (nginx, uwsgi, ...)
     server_config_problems: dict[str, int] = field(default_factory=dict)
+    journals: dict[str, JournalStats] = field(default_factory=dict)
+    journals_followed: int = 0
 
 
 # (metric, help, LogStats field) of the per-log families.
@@ -74,6 +77,20 @@ _LOG_COUNTERS = (
      "read_errors"),
     (m.LOG_LOST_BYTES, "Bytes that could not be read: truncated away unread, or in a rotated "
      "file gone or compressed before it was read", "lost_bytes"),
+)
+# (metric, help, JournalStats field) of the per-journal-source families.
+_JOURNAL_COUNTERS = (
+    (m.JOURNAL_RECORDS, "Journal entries journalctl gave for the source (filtered by its "
+     "matches; those without a message too)", "records"),
+    (m.JOURNAL_BYTES, "Bytes of the messages read from the source's entries", "bytes"),
+    (m.JOURNAL_LONG_LINES, "Message lines longer than max_line_bytes, counted cut to it",
+     "long_lines"),
+    (m.JOURNAL_RESTARTS, "Times journalctl exited or was killed and was started again",
+     "restarts"),
+    (m.JOURNAL_ERRORS, "Entries not understood, failed starts and exits of journalctl",
+     "errors"),
+    (m.JOURNAL_VACUUMED, "Starts whose saved cursor's entry had been vacuumed (entries since "
+     "then lost)", "vacuumed"),
 )
 _LOG_GAUGES = (
     (m.LOG_OFFSET, "Bytes read so far of the files at the log's path(s)", "offset"),
@@ -101,7 +118,8 @@ class Gw502dCollector:
         """Every gw502d family, from one consistent read of the numbers."""
         s = self._scrape()
         yield from _incident_families(s.numbers)
-        yield from _log_families(s.logs, s.numbers.unparsed)
+        yield from _log_families(s.logs, s.numbers.unparsed, s.journals)
+        yield from _journal_families(s.journals, s.journals_followed)
         problems = GaugeMetricFamily(m.SERVER_CONFIG_PROBLEMS, "Files, paths and settings of "
                                      "the servers' configuration that could not be read",
                                      labels=["server"])
@@ -158,7 +176,8 @@ def _incident_families(n: Numbers) -> Iterator[Metric]:
                 "upstream", triple, n.upstream_remediation)
 
 
-def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterator[Metric]:
+def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int],
+                  journals: Iterable[str]) -> Iterator[Metric]:
     for name, doc, attr in _LOG_COUNTERS:
         family = CounterMetricFamily(name, doc, labels=["log"])
         for log, stats in logs.items():
@@ -176,6 +195,7 @@ def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterat
                                  labels=["log"])
     for log, stats in logs.items():
         lag.add_metric([log], max(stats.size - stats.offset, 0))
+    for log in [*logs, *journals]:  # a journal source's lines have a family's shape too
         unparsed_lines.add_metric([log], unparsed.get(log, 0))
     yield lag
     yield unparsed_lines
@@ -184,6 +204,23 @@ def _log_families(logs: dict[str, LogStats], unparsed: dict[str, int]) -> Iterat
     yield GaugeMetricFamily(m.LOGS_FOLLOWED, "Configured logs with a file open now; fewer than "
                             "configured means logs missing or unreadable",
                             value=followed(logs))
+
+
+def _journal_families(journals: dict[str, JournalStats], followed: int) -> Iterator[Metric]:
+    for name, doc, attr in _JOURNAL_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["log"])
+        for log, stats in journals.items():
+            family.add_metric([log], getattr(stats, attr))
+        yield family
+    last = GaugeMetricFamily(m.JOURNAL_LAST_RECORD, "The journal time of the last entry read "
+                             "(__REALTIME_TIMESTAMP; 0: none yet)", labels=["log"])
+    for log, stats in journals.items():
+        last.add_metric([log], stats.last_record_timestamp)
+    yield last
+    yield GaugeMetricFamily(m.JOURNALS_CONFIGURED, "Journal sources in the configuration "
+                            "([[journal]] tables, --journal-unit)", value=len(journals))
+    yield GaugeMetricFamily(m.JOURNALS_FOLLOWED, "Journal sources with journalctl running and "
+                            "no problem; fewer than configured: see /healthz", value=followed)
 
 
 def followed(logs: dict[str, LogStats]) -> int:

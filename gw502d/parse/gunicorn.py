@@ -2,6 +2,12 @@
 
 ``[2024-05-01 10:00:00 +0000] [812] [ERROR] message``. Tracebacks follow a record on
 lines of their own, without the prefix: they belong to the record above them.
+
+With ``--log-syslog`` gunicorn sends ``gunicorn.<proc_name>.error: [812] message``
+(glogging's ``syslog_fmt``: no time, no level); once the syslog prefix is stripped
+(:mod:`gw502d.parse.syslog`) the message is ``[812] message``, so the time and the level
+are optional. The prefix still starts with a literal ``[``: the combined matcher skips the
+family's branch on the first byte of any other line.
 """
 
 from gw502d.parse.record import RecordFormat
@@ -22,7 +28,7 @@ TYPES = {
 
 FORMAT = RecordFormat(
     family="gunicorn",
-    prefix="[{time:iso_time}] [{pid:int}] [{level:LEVEL}] ",
+    prefix="[[?{time:iso_time}\\] \\[]{pid:int}] [?\\[{level:LEVEL}\\] ]",
     types=TYPES,
     time_formats=("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S"),
 )

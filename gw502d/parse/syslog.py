@@ -21,7 +21,8 @@ starts with a space with no separator before it, so such a message loses one spa
 :func:`strip_block` does a block in one ``findall`` over the joined lines (the regex engine
 walks the lines, no Python code runs per line), returning the messages, the tags and the
 times as written. :func:`family_of` names the family a tag speaks of; :func:`parse_time`
-converts a time when one is needed (an incident line, not every line).
+converts a time when one is needed (an incident line, not every line: :class:`PrefixTimes`
+converts on first read).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 _TIME = (rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,9})?"
          rb"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d))")
@@ -76,7 +78,9 @@ times=[b'Oct 14 13:38:27', b''])
                     list(map(_GET_TIME, found)))
 
 
-_FAMILY_OF_TAG = re.compile(rb"(nginx)|(uwsgi)|(gunicorn)|(werkzeug|flask|^python)", re.I)
+# Not "python": ``python3 -m gunicorn`` and ``python3 app.py`` (Werkzeug) share it, so its
+# lines are left to the all-families classifier.
+_FAMILY_OF_TAG = re.compile(rb"(nginx)|(uwsgi)|(gunicorn)|(werkzeug|flask)", re.I)
 _FAMILIES = (None, "nginx", "uwsgi", "gunicorn", "werkzeug")
 
 
@@ -126,3 +130,30 @@ def parse_time(raw: bytes, now: float | None = None) -> float | None:
         if t <= now + 86400:
             return t
     return None
+
+
+class PrefixTimes(Sequence[float | None]):
+    """A stripped block's prefix times as epoch seconds (None: no time), each converted
+    when it is read: a scan reads those of incident lines only."""
+
+    def __init__(self, raw: Sequence[bytes]) -> None:
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, i: int) -> float | None: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[float | None]: ...
+
+    def __getitem__(self, i: int | slice) -> float | Sequence[float | None] | None:
+        if isinstance(i, slice):
+            return [_cached_time(raw) for raw in self._raw[i]]
+        return _cached_time(self._raw[i])
+
+
+@functools.lru_cache(maxsize=4096)  # lines come in bursts that share a second
+def _cached_time(raw: bytes) -> float | None:
+    return parse_time(raw) if raw else None

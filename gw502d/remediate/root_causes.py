@@ -6,6 +6,13 @@ slot, as :class:`~gw502d.classify.events.Event`\\ s. The daemon reads lines as t
 written, so a line's arrival is a clock every log shares, whatever its own time zone,
 format or lack of a time; a scan has only the lines' own times, so it keeps the events of
 all its inputs and replays them in time order once everything is read.
+
+A block whose source dates each line (``Block.times``: a journal record's
+``__REALTIME_TIMESTAMP``, on the same clock as arrival) gives its events those times in
+both: records read late (a burst after journalctl restarted) pair with the nginx symptoms
+of their own moment that still wait (the correlator keeps those within the window of the
+newest event), never with the symptoms that happen to arrive with them. A file's backlog
+read after a restart has no such times: it is stamped with its arrival.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class _Readers:
     def events(self, block: Block, *, dated: bool,
                span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
         out: list[Event] = []
+        index: dict[int, int] | None = None  # line (by id) -> its index, for block.times
         for k, slot, hits in block.runs:
             key = self._keys[k]
             if key not in WATCHED:
@@ -49,11 +57,23 @@ class _Readers:
             entry = self._readers.get(id(slot))
             if entry is None:
                 entry = self._readers[id(slot)] = (slot, EventReader(slot, key))
+            at = None
+            if block.times is not None:
+                if index is None:  # built in C, and only for a block with events
+                    index = dict(zip(map(id, block.lines), range(len(block.lines)), strict=True))
+                at = [source_time(block.times[index[id(m.string)]]) for m in hits]
             fmt = FORMATS.get(slot.family.name)
             spans = span_of if fmt is not None and fmt.anchors else None
-            out += entry[1].events(hits, None if dated else block.time, dated=dated,
+            out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at,
                                    span_of=spans)
         return out
+
+
+def source_time(t: float | None) -> float | None:
+    """A line's time from its source (``Block.times``) as its events carry it: to 10 ms,
+    so the same event's lines within it are one :class:`Event` with a count (a file
+    block's lines share one arrival time too)."""
+    return None if t is None else round(t, 2)
 
 
 class RootCauses:

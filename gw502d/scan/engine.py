@@ -1,4 +1,4 @@
-"""``gw502d scan``: the daemon's engine over whole files (plain, gzip, stdin).
+"""``gw502d scan``: the daemon's engine over whole files (plain, gzip, stdin) and journals.
 
 Each block of lines goes through the scan's stages, in this order::
 
@@ -7,12 +7,14 @@ Each block of lines goes through the scan's stages, in this order::
     occurrences.emit  one jsonl record per incident line (--format jsonl only)
 
 Root causes are paired once every input is read (:class:`~gw502d.remediate.root_causes.
-Timeline`): an nginx error log and a uWSGI log cover the same hours.
+Timeline`): an nginx error log and a uWSGI log cover the same hours. A journal's lines
+carry their records' times, a syslog file's (told by its first lines) its prefixes' times:
+those win over the times the lines write themselves, and are there where a line has none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +23,19 @@ from gw502d.classify.catalog import Catalog
 from gw502d.classify.events import EVENT_FACTS
 from gw502d.classify.matcher import Hit
 from gw502d.classify.tally import Tallies
+from gw502d.parse.syslog import PrefixTimes, strip_block
 from gw502d.parse.times import line_time
 from gw502d.parse.traceback import record_start
 from gw502d.remediate.advice import remediation_for
 from gw502d.remediate.correlate import DEFAULT_WINDOW, SYMPTOMS, Pairing
-from gw502d.remediate.root_causes import Timeline
+from gw502d.remediate.root_causes import Timeline, source_time
 from gw502d.source.inputs import InputError, blocks, expand
+from gw502d.source.journal import JournalError, JournalReader
 from gw502d.source.lines import MAX_LINE
+
+# A file is read as syslog when this share of its first lines have a syslog prefix
+_SYSLOG_SHARE = 0.8
+_SYSLOG_SAMPLE = 20
 
 
 @dataclass(slots=True)
@@ -39,6 +47,7 @@ class Occurrence:
     line: int
     hit: Hit
     root_cause: str | None = None
+    source_time: float | None = None  # the time its source gave the line (a journal's)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +89,9 @@ class Occurrences:
                 [found.cause] * found.n)
         for occurrence in self._held:
             facts = occurrence.hit.facts
-            time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
+            time = occurrence.source_time
+            if time is None:
+                time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
             waiting = causes.get((occurrence.hit.incident.id, time, facts.get("upstream")))
             if waiting:
                 occurrence.root_cause = waiting.pop(0)
@@ -98,7 +109,9 @@ class Occurrences:
                 slot = block.slots[m.lastindex]  # type: ignore[index]
                 if not slot.incident.companion and id(m) not in block.ended:
                     first = record_start(block.lines, i, slot.incident.source)
-                    self._out(Occurrence(block.log, base + first + 1, slot.resolve(line)))
+                    at = source_time(block.times[i]) if block.times is not None else None
+                    self._out(Occurrence(block.log, base + first + 1, slot.resolve(line),
+                                         source_time=at))
                 m = next(hits, None)
         self._seen[block.log] = base + len(block.lines)
 
@@ -120,9 +133,10 @@ class ScanResult:
 def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
          on_occurrence: Callable[[Occurrence], None] | None = None,
          progress: Callable[[int], None] | None = None,
-         window: float = DEFAULT_WINDOW) -> ScanResult:
-    """Classify every line of *paths* in order, then join the events of all of them by
-    time into root causes. Unreadable inputs are recorded, not fatal."""
+         window: float = DEFAULT_WINDOW, journals: list[str] | None = None) -> ScanResult:
+    """Classify every line of *paths* and *journals* (directories or files) in order, then
+    join the events of all of them by time into root causes. Unreadable inputs are
+    recorded, not fatal."""
     tallies = Tallies(catalog, capture=EVENT_FACTS)
     timeline = Timeline(catalog.keys)
     route: list[Stage] = [tallies.count, timeline.add]
@@ -131,16 +145,17 @@ def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
         route.append(occurrences.emit)
     inputs, errors = expand(paths)
     result = ScanResult(tallies, errors=errors)
-    for path in inputs:
+    sources = [(path, _file_blocks(path, max_line)) for path in inputs]
+    sources += [(path, _journal_blocks(path, max_line)) for path in journals or ()]
+    for path, found in sources:
         try:
-            for lines in blocks(path, max_line):
-                block = Block(path, None, lines, 0.0)
+            for block in found:
                 for stage in route:
                     stage(block)
-                result.lines += len(lines)
+                result.lines += len(block.lines)
                 if progress is not None:
-                    progress(sum(map(len, lines)) + len(lines))
-        except InputError as exc:
+                    progress(sum(map(len, block.lines)) + len(block.lines))
+        except (InputError, JournalError) as exc:
             result.errors.append(str(exc))
             continue
         result.files.append(path)
@@ -149,3 +164,24 @@ def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
     if occurrences is not None:
         occurrences.finish(result.correlator)
     return result
+
+
+def _file_blocks(path: str, max_line: int) -> Iterator[Block]:
+    """A file's blocks; a syslog file's without their prefixes, dated by them."""
+    syslog: bool | None = None
+    for lines in blocks(path, max_line):
+        if syslog is None:
+            head = [line for line in lines[:_SYSLOG_SAMPLE] if line.strip()]
+            tagged = sum(map(bool, strip_block(head).tags))
+            syslog = bool(head) and tagged >= _SYSLOG_SHARE * len(head)
+        if syslog:
+            stripped = strip_block(lines)
+            yield Block(path, None, stripped.lines, 0.0, PrefixTimes(stripped.times))
+        else:
+            yield Block(path, None, lines, 0.0)
+
+
+def _journal_blocks(path: str, max_line: int) -> Iterator[Block]:
+    """A journal's blocks, each line at its record's time."""
+    for found in JournalReader(path, max_line=max_line):
+        yield Block(path, None, found.lines, 0.0, found.times)

@@ -463,16 +463,7 @@ class JournalFollower:
 
     def _probe(self, args: list[str]) -> str:
         """The cursor of the one entry journalctl prints with ``args`` ("" if none)."""
-        argv = [*self._journalctl, *source_args(self.spec), *_output_args(["__CURSOR"]), *args]
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=_PROBE_TIMEOUT, check=False)
-        except FileNotFoundError as e:
-            raise _StartError(f"journalctl not found ({e.filename}): install systemd") from e
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise _StartError(f"cannot run journalctl: {e}") from e
-        if done.returncode != 0:
-            raise _StartError(_explain(done.stderr, done.returncode))
+        done = _probe(self._journalctl, self.spec, args)
         first = done.stdout.split(b"\n", 1)[0]
         try:
             cursor = json.loads(first)["__CURSOR"] if first else ""
@@ -575,7 +566,7 @@ class JournalFollower:
 
     def _on_stderr(self, text: str) -> None:
         self._stderr_lines = [*self._stderr_lines[-(_STDERR_KEEP - 1):], text]
-        if "not seeing messages from other users" in text or "insufficient permissions" in text:
+        if _lacks_permission(text):
             self._set_problem("permission", PERMISSION_HINT)
         if text.startswith(("Users in groups", "Pass -q")) or text in self._stderr_logged:
             return  # the rest of journalctl's hint, or said before
@@ -611,12 +602,12 @@ class JournalFollower:
 
     def _fail(self, kind: str, problem: str, now: float, *, quiet: bool = False) -> None:
         """Set the problem, log it, and wait before the next start (doubling each time)."""
+        with self._stats_lock:  # counted first: whoever sees the problem sees the error
+            self._stats.errors += 1
         if not quiet:
             self._set_problem(kind, problem)
         log.warning("journalctl not running, retrying", log=self.spec.name, problem=problem,
                     retry_in=self._backoff)
-        with self._stats_lock:
-            self._stats.errors += 1
         self._restart_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self._max_backoff)
 
@@ -650,6 +641,49 @@ class JournalFollower:
                 proc.kill()
                 proc.wait()
         _close(proc)
+
+
+def _probe(journalctl: Sequence[str], spec: JournalSpec,
+           args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """journalctl run once on the spec's journal (cursors only); _StartError if it fails."""
+    argv = [*journalctl, *source_args(spec), *_output_args(["__CURSOR"]), *args]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=_PROBE_TIMEOUT, check=False)
+    except FileNotFoundError as e:
+        raise _StartError(f"journalctl not found ({e.filename}): install systemd") from e
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise _StartError(f"cannot run journalctl: {e}") from e
+    if done.returncode != 0:
+        raise _StartError(_explain(done.stderr, done.returncode))
+    return done
+
+
+def check(spec: JournalSpec, journalctl: Sequence[str] = JOURNALCTL) -> str | None:
+    """Why *spec*'s journal cannot be followed now, or None (for ``check-config``): what a
+    :class:`JournalFollower` would put in :attr:`~JournalFollower.problem` at its start."""
+    try:
+        done = _probe(journalctl, spec, ["--lines=1"])
+    except _StartError as e:
+        return str(e)
+    said = done.stderr.decode("utf-8", "replace")
+    if _lacks_permission(said):
+        return PERMISSION_HINT
+    if not _has_journal_files(spec):
+        return f"no journal files in {_where(spec)}"
+    return None
+
+
+def describe(spec: JournalSpec) -> str:
+    """What a spec follows, for people: its matches and the journal it reads."""
+    matches = [*(f"unit {u}" for u in spec.units),
+               *(f"identifier {i}" for i in spec.identifiers)]
+    return f"{' or '.join(matches) or 'every entry'} in {_where(spec)}"
+
+
+def _lacks_permission(said: str) -> bool:
+    """Whether journalctl's stderr says it cannot read (all of) the journal."""
+    return "not seeing messages from other users" in said or "insufficient permissions" in said
 
 
 def _where(spec: JournalSpec) -> str:

@@ -1,4 +1,5 @@
-"""What to follow: a log's path or glob, its name and its family.
+"""What to follow: a log's path or glob, its name, its family and its format; a part of
+the systemd journal.
 
 Its own module so the configuration can name logs without importing the follower.
 """
@@ -10,15 +11,22 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+#: How a log's lines are written: as the server writes them, or behind a syslog prefix
+#: (rsyslog, syslog-ng, ``journalctl -o short``), stripped before classifying.
+LOG_FORMATS = ("plain", "syslog")
 
 
 @dataclass(frozen=True)
 class LogSpec:
-    """A log to follow: a path or a glob, its ``log`` label and its family (None: auto)."""
+    """A log to follow: a path or a glob, its ``log`` label, its family (None: auto) and
+    its format (one of :data:`LOG_FORMATS`)."""
 
     path: str
     name: str
     family: str | None
+    format: Literal["plain", "syslog"] = "plain"
 
     @property
     def is_glob(self) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 import tomllib
 import uuid
@@ -83,6 +85,107 @@ class JournalWriter:
                              input=data, capture_output=True, timeout=60, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"systemd-journal-remote failed: {res.stderr.decode()}")
+
+
+class JournalStream:
+    """One ``systemd-journal-remote -o FILE -`` fed through a pipe: each entry is in the
+    file, and announced to ``journalctl --follow``, as soon as it is written, like
+    journald's (without journald's 250 ms coalescing of the announcements)."""
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self.writer = writer
+        self.proc = subprocess.Popen([JOURNAL_REMOTE, f"--output={writer.path}", "-"],
+                                     stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._lock = threading.Lock()
+
+    def write(self, entries: Iterable[Fields]) -> None:
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(b"".join(export_entry(e) for e in entries))
+            self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> JournalStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StdoutPump:
+    """journald's part for a service: the lines a server writes to its log file become
+    journal entries of ``unit``/``ident``, stamped when they are read (as journald stamps
+    a stdout stream's lines when they arrive). Polls the file every 10 ms in a thread."""
+
+    def __init__(self, path: Path, stream: JournalStream, *, unit: str, ident: str) -> None:
+        self.path = path
+        self.stream = stream
+        self.unit = unit
+        self.ident = ident
+        self.lines: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pump", daemon=True)
+
+    def _run(self) -> None:
+        offset, rest = 0, b""
+        while True:
+            stopping = self._stop.is_set()
+            with contextlib.suppress(FileNotFoundError), self.path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+                offset += len(data)
+                *lines, rest = (rest + data).split(b"\n")
+                if lines:
+                    w = self.stream.writer
+                    self.stream.write([w.entry(line, unit=self.unit, ident=self.ident)
+                                       for line in lines])
+                    self.lines += lines
+            if stopping:
+                return
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> StdoutPump:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def torture_run(markexpr: str, default: float) -> tuple[float, int, random.Random]:
+    """A torture test's length (``GW502D_TORTURE_SECONDS``; 60 s with ``-m slow``, else
+    *default*), its seed (printed on failure, to replay it) and its random source."""
+    seconds = float(os.environ.get("GW502D_TORTURE_SECONDS", "0")) or (
+        60.0 if markexpr.strip() == "slow" else default)
+    seed = random.randrange(1 << 30)
+    return seconds, seed, random.Random(seed)
+
+
+def cmdline(pid: int) -> bytes:
+    """A process's NUL-separated argv (b"" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def journalctls(where: Path) -> list[int]:
+    """PIDs of journalctl processes reading a journal under *where* (ours: a test's)."""
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        argv = cmdline(pid).split(b"\0")
+        if argv[0].endswith(b"journalctl") and any(str(where).encode() in a for a in argv):
+            found.append(pid)
+    return found
 
 
 def real_lines(family: str) -> list[str]:
