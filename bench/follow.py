@@ -9,6 +9,7 @@ config and state dir), writes to the files it follows from separate writer proce
     python3 bench/follow.py latency --rate 1000 --rate 10000 --seconds 10
     python3 bench/follow.py latency --source journal --rate 10000   # a [[journal]] source
     python3 bench/follow.py sustained --seconds 30      # mixed dataset, one write() per line
+    python3 bench/follow.py sustained --dataset storm --rate 20000   # a storm's pace
     python3 bench/follow.py idle --seconds 60 --files 50
     python3 bench/follow.py rss --incidents 1000000
     python3 bench/follow.py page --incidents 10000      # GET / with 10k recent incidents
@@ -140,8 +141,8 @@ def _at(history: list[tuple[int, int]], t: int) -> float:
 
 
 def cmd_sustained(a: argparse.Namespace) -> int:
-    """The mixed dataset, line by line, for N seconds: does the daemon keep up?"""
-    source = dataset(Path(a.data), "mixed", a.lines)
+    """A dataset, line by line, for N seconds: does the daemon keep up?"""
+    source = dataset(Path(a.data), a.dataset, a.lines)
     rows = []
     for rate in a.rate or [0]:
         with tempfile.TemporaryDirectory(prefix="gw502follow-", dir=a.tmp) as tmp:
@@ -174,7 +175,7 @@ def cmd_sustained(a: argparse.Namespace) -> int:
                     "cpu": cpu, "cpu_pct": 100 * cpu / ((done - w["first_ns"]) / 1e9),
                     "rss_mb": daemon.status("VmHWM"), "gb": w["bytes"] / 1e9})
             print(f"rate {rate or 'max'}: done", file=sys.stderr)
-    print(f"sustained: mixed dataset appended one write() per line for {a.seconds:g} s, "
+    print(f"sustained: {a.dataset} dataset appended one write() per line for {a.seconds:g} s, "
           "lines_total polled every 100 ms")
     print("\n| writer rate | lines | GB | writer lines/s | daemon lines/s while writing | "
           "daemon lines/s to zero | behind at writer stop | lag back to 0 s | daemon CPU % | "
@@ -353,13 +354,14 @@ def main() -> int:
     p.add_argument("--source", choices=("file", "journal"), default="file",
                    help="the lines go to a followed file or to a unit's journal entries")
     p.set_defaults(func=cmd_latency)
-    p = sub.add_parser("sustained", help="mixed dataset line by line; lag back to zero")
+    p = sub.add_parser("sustained", help="a dataset line by line; lag back to zero")
+    p.add_argument("--dataset", choices=("mixed", "storm", "long"), default="mixed")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rate", type=int, action="append",
                    help="writer lines/s (repeatable; default: as fast as it can)")
     p.add_argument("--data", default=str(DATA), help="where the dataset is kept")
     p.add_argument("--lines", type=int, default=100_000,
-                   help="lines of the mixed dataset the writer cycles through")
+                   help="lines of the dataset the writer cycles through")
     p.add_argument("--tmp", default=None, help="directory for the followed file (GBs)")
     p.set_defaults(func=cmd_sustained)
     p = sub.add_parser("idle", help="CPU with quiet watched files")

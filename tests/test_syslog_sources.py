@@ -11,6 +11,7 @@ own logs counts: the expected numbers come from the servers, not from the code u
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -21,11 +22,16 @@ from typing import Any
 
 import pytest
 
+from gw502d.classify.catalog import load_catalog
+from gw502d.classify.matcher import Classifier
 from gw502d.parse.syslog import strip_block
 from tests.daemon import ROOT, Key, incidents, series
 from tests.servers.harness import HOST, Gunicorn, Nginx, Uwsgi, free_port, make_workdir
 from tests.servers.journal import JournalWriter, Rsyslog
 from tests.servers.provoke import http_request, pass_block, status_of
+
+CATALOG = load_catalog()
+CLASSIFIER = Classifier(CATALOG)
 
 
 def scan_counts(*paths: Path) -> Counter[Key]:
@@ -100,6 +106,22 @@ def test_scan_counts_every_syslog_form_as_the_servers_own_logs(logged: Any) -> N
     assert families == {"uwsgi", "nginx", "gunicorn"}
     for name, path in files.items():
         assert scan_counts(path) == want, name
+
+
+@pytest.mark.servers
+def test_gunicorn_syslog_line_is_the_catalogs(logged: Any) -> None:
+    """gunicorn --log-syslog writes ``[pid] message`` (no time, no level): the catalog's
+    real example of that shape is written again here, and classifies as it says."""
+    _, files = logged
+    stripped = strip_block(files["traditional"].read_bytes().split(b"\n")).lines
+    written = [ln for ln in stripped if re.fullmatch(rb"\[\d+\] WORKER TIMEOUT \(pid:\d+\)", ln)]
+    assert written, "gunicorn wrote no WORKER TIMEOUT through syslog"
+    example = next(ex for i in CATALOG.incidents for ex in i.examples
+                   if "test_gunicorn_syslog_line_is_the_catalogs" in ex.origin)
+    assert re.fullmatch(rb"\[\d+\] WORKER TIMEOUT \(pid:\d+\)", example.line.encode())
+    hit = CLASSIFIER.classify(written[0])
+    assert hit is not None and hit.incident.key == ("worker_timeout", "gunicorn")
+    assert set(hit.facts) >= set(example.fields)
 
 
 @pytest.mark.servers

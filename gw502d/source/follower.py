@@ -530,6 +530,9 @@ class Follower:
         try:
             fd, st = open_regular(path)
             head = read_head(fd)
+        except FileNotFoundError:  # renamed since the look saw it (a rotation): look again
+            self._hints.ask_look()
+            return
         except OSError as e:
             self._fail(spec, path, e, now)
             return
@@ -555,6 +558,9 @@ class Follower:
             self._current[path] = f
         self._snapshot_soon = self._opened = True
         log.info("following", log=spec.name, path=path, offset=offset)
+        # A path looked at before had another file: files that were at the path between
+        # the looks (renamed away before any look saw them there) are read whole
+        self._recover_unseen(spec, path, now)
 
     def _line_start_before(self, fd: int, size: int) -> int:
         """Where the last (possibly unfinished) line starts, so "end" drops no line head."""
