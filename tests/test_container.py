@@ -333,7 +333,7 @@ def _catalog_from_files() -> tuple[set[tuple[str, str]], int]:
     for path in sorted(PATTERNS.glob("*.toml")):
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         for incident in data["incident"]:
-            incidents.add((data["family"], incident["id"]))
+            incidents.add((data["family"], incident.get("id", incident.get("companion_of"))))
             examples += len(incident.get("example", []))
         examples += len(data.get("benign", []))
     return incidents, examples
