@@ -42,7 +42,8 @@ FORMAT = RecordFormat(
     anchors=(
         rb"(?P<time>" + _CTIME + rb") - ",
         rb"(?:\{[^}]*+\} \{[^}]*+\} )?\[pid: \d++\|app: -?\d++\|req: -?\d++/\d++\] "
-        rb"[^\[]*+\[(?P<time>" + _CTIME + rb")\] [^\n]*? in (?P<ms>\d++) msecs",
+        # the last duration: from the line's end back, not through a URI of 64 KiB
+        rb"[^\[]*+\[(?P<time>" + _CTIME + rb")\] .* in (?P<ms>\d++) msecs",
         rb"\*\*\* Starting uWSGI [^\[]*+\[(?P<time>" + _CTIME + rb")\]",
     ),
 )

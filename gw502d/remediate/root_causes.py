@@ -138,10 +138,11 @@ class Timeline:
 class _Spans:
     """The span of time an undated line of a block was written in: from the nearest line
     before it that says when it was written to the nearest one after (at a block's edge,
-    the window beside the one there is). Only blocks with undated hits pay for it: one
-    pass in C finds the lines that say when, then each hit is a bisection."""
+    the window beside the one there is). Only undated hits pay for it: a few lines
+    around each, else one pass in C over the block and a bisection."""
 
     _REACH = 5000  # lines looked at on each side
+    _CLOSE = 16  # lines looked at one by one before the block's anchors are listed
 
     def __init__(self, block: Block) -> None:
         self._lines = block.lines
@@ -158,11 +159,7 @@ class _Spans:
         if i is None:
             return None
         family = self._slots[m.lastindex].family.name  # type: ignore[index]
-        anchors = self._anchors_of(family)
-        at = bisect.bisect_left(anchors, i)
-        after = bisect.bisect_right(anchors, i, at)
-        low = self._nearest(family, anchors, range(at - 1, -1, -1), i)
-        high = self._nearest(family, anchors, range(after, len(anchors)), i)
+        low, high = self._near(family, i, -1), self._near(family, i, 1)
         if low is None:
             return None if high is None else (high - DEFAULT_WINDOW, high)
         if high is None:  # at a block's edge: the window beside the one there is
@@ -187,16 +184,32 @@ class _Spans:
                 compress(range(len(self._lines)), map(match, self._lines)))
         return found
 
-    def _nearest(self, family: str, anchors: list[int], order: range, i: int) -> float | None:
-        """When the nearest of *anchors* (taken in *order*) within reach of line *i* says it
-        was written (one whose time does not parse is passed over)."""
-        written = self._written
-        for j in map(anchors.__getitem__, order):
-            if abs(j - i) > self._REACH:
+    def _near(self, family: str, i: int, step: int) -> float | None:
+        """When the nearest line before (*step* -1) or after (1) line *i* that says so was
+        written: the lines next to it first (usually a request line is a few lines away),
+        then (and from then on) the block's lines that say when, found once: a block of
+        undated hits only would cost its length per hit."""
+        j = i + step
+        for _ in range(self._CLOSE if family not in self._anchors else 0):
+            if not 0 <= j < len(self._lines):
                 return None
-            t = written.get((family, j), False)
-            if t is False:
-                t = written[(family, j)] = written_at(family, self._lines[j])
+            t = self._when(family, j)
             if t is not None:
                 return t
+            j += step
+        anchors = self._anchors_of(family)
+        order = range(bisect.bisect_right(anchors, j) - 1, -1, -1) if step < 0 else range(
+            bisect.bisect_left(anchors, j), len(anchors))
+        for k in order:
+            if abs(anchors[k] - i) > self._REACH:
+                return None
+            t = self._when(family, anchors[k])
+            if t is not None:  # None: a time that does not parse, passed over
+                return t
         return None
+
+    def _when(self, family: str, j: int) -> float | None:
+        t = self._written.get((family, j), False)
+        if t is False:
+            t = self._written[(family, j)] = written_at(family, self._lines[j])
+        return t
