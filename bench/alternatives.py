@@ -32,12 +32,11 @@ from gw502d.classify.events import EVENT_FACTS  # noqa: E402
 from gw502d.classify.matcher import Classifier  # noqa: E402
 
 _NAMED = re.compile(r"\(\?P<[^>]+>")
-_GROUP = re.compile(r"(?<!\\)\((?!\?)")
 
 
 def _plain(regex: str) -> str:
-    """*regex* as Hyperscan takes it in prefilter mode: no groups, no possessive forms."""
-    regex = _GROUP.sub("(?:", _NAMED.sub("(?:", regex))
+    """*regex* as Hyperscan takes it in prefilter mode: no names, no possessive forms."""
+    regex = _NAMED.sub("(?:", regex)
     return regex.replace("*+", "*").replace("++", "+").replace("?+", "?")
 
 
