@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +89,19 @@ def test_a_second_upstream_field_means_none_is_trusted():
         hit = CLASSIFIER.classify(line)
         assert hit is not None and "upstream" not in hit.facts, line
         assert evidence(tally_of(line)) == {}
+
+
+def test_no_pattern_repeats_a_group_possessively():
+    """Debian 12's Python 3.11.2 matches a possessive repeat of a group wrongly when the group
+    can backtrack (fixed in 3.11.5, gh-106052): the check above failed there and passed on
+    3.11.7. Possessive repeats of single characters or classes are fine and stay."""
+    root = Path(__file__).resolve().parent.parent
+    group_repeat = re.compile(r"\)(?:\*|\+|\?|\{\d*,?\d*\})\+")
+    found = [f"{path.relative_to(root)}:{number}"
+             for path in [*root.glob("gw502d/**/*.py"), *root.glob("patterns/**/*.toml")]
+             for number, text in enumerate(path.read_text().splitlines(), 1)
+             if group_repeat.search(text)]
+    assert found == []
 
 
 def test_on_a_line_nginx_may_have_cut_the_upstream_is_not_trusted():

@@ -37,8 +37,10 @@ from typing import NamedTuple, overload
 
 _TIME = (rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,9})?"
          rb"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d))")
-# RFC 5424 STRUCTURED-DATA: "-" or [id param="value"]..., "]" and '"' escaped inside values
-_SD = rb'(?:-|(?:\[(?:[^\]"\\]|\\.|"(?:[^"\\]|\\.)*+")*+\])++)'
+# RFC 5424 STRUCTURED-DATA: "-" or [id param="value"]..., "]" and '"' escaped inside values.
+# No possessive repeat of a group with alternatives: Python before 3.11.5 (Debian 12 has
+# 3.11.2) matches those wrongly (gh-106052); the alternatives exclude each other anyway.
+_SD = rb'(?:-|(?:\[(?:[^\]"\\]++|\\.|"(?:[^"\\]++|\\.)*")*\])+)'
 _NAME = rb"[^\s\[\]:]++"
 # Groups: 1 the RFC 5424 version (the conditionals below test it), 2 time, 3 tag, 4 message.
 _LINE = re.compile(
