@@ -61,6 +61,23 @@ def test_scan_jsonl_one_object_per_occurrence_with_record_line(tmp_path):
     assert records[1]["fields"] == {"block_size": 4363, "max": 4096}
 
 
+def test_scan_jsonl_writes_what_a_line_can_hold(tmp_path):
+    """A block size past 64 bits (orjson refuses those) and bytes that are not UTF-8 still
+    make one valid JSON record each."""
+    log = tmp_path / "odd.log"
+    log.write_bytes(b"invalid request block size: 123456789012345678901234567890 (max 4096)"
+                    b"...skip\n" + NGX.format(s=3).encode()
+                    + b"upstream sent too big header while reading response header"
+                    b' from upstream from upstream, client: 10.0.0.1, server: \xff\xfe, '
+                    b'request: "GET /\xc3( HTTP/1.1", upstream: "uwsgi://127.0.0.1:3031"\n')
+    out = gw502d("scan", "--format", "jsonl", str(log))
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["incident"] for r in records] == ["request_block_too_big",
+                                                "upstream_header_too_big"]
+    assert records[0]["fields"]["block_size"] == 123456789012345678901234567890
+
+
 def test_scan_reads_gzip_stdin_and_directories(tmp_path):
     log = write_log(tmp_path)
     (tmp_path / "old.log.1.gz").write_bytes(gzip.compress(log.read_bytes()))
