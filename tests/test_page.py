@@ -328,8 +328,12 @@ def _provoke(d: DaemonProcess, port: int, closing_port: int,
     pair = frozenset({("incident", "upstream_premature_close"), ("cause", "worker_harakiri")})
     d.wait_for(lambda: series(d.metrics(), "gw502d_root_causes_total").get(pair) == 3,
                "three closes paired with their harakiri")
-    # ... then an upstream that closes on its own, which no backend explains
+    # ... then an upstream that closes on its own, which no backend explains; counted
+    # before gunicorn's bind failure comes, which explains what follows it, not what came
+    # before (read in the same poll, both lines would arrive at one instant)
     http_request(closing_port, "/")
+    d.wait_for(lambda: incidents(d.metrics())[("upstream_premature_close", "nginx")] == 4,
+               "the fourth close counted")
     append(gunicorn_log, real("address_in_use", "gunicorn", "Can't connect")[:2]
            + real("client_disconnect", "gunicorn"))
 
