@@ -91,6 +91,31 @@ def test_a_second_upstream_field_means_none_is_trusted():
         assert evidence(tally_of(line)) == {}
 
 
+# what a client can put in the request line, Host or Referer: commas, quotes, spaces and
+# pieces of an upstream field
+_CLIENT_TEXT = st.lists(st.sampled_from(
+    [b",", b" ", b'"', b"a", b"upstream: ", b', upstream: "', b"http://6.6.6.6:1", b":"]),
+    max_size=12).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_CLIENT_TEXT, _CLIENT_TEXT)
+def test_the_upstream_look_ahead_is_its_plain_definition(request: bytes, host: bytes):
+    """The hot regex's look-ahead (a second upstream field anywhere after the first) against
+    the plain rule: the upstream is trusted when the line holds the field once and the
+    request line has nginx's shape (a space in the URI: nothing after it is trusted)."""
+    real = b', upstream: "uwsgi://127.0.0.1:3031"'
+    line = (TOO_BIG + b', client: 1.2.3.4, server: x, request: "GET /' + request
+            + b' HTTP/1.1"' + real + b', host: "' + host + b'"')
+    hit = CLASSIFIER.classify(line)
+    assert hit is not None
+    fields = line.count(b', upstream: "')
+    first = line.split(b', upstream: "', 1)[1]
+    peer = re.match(rb"[a-z0-9+]+://[^\s\"/]*", first)
+    expected = peer.group().decode() if fields == 1 and b" " not in request and peer else None
+    assert hit.facts.get("upstream") == expected
+
+
 def test_no_pattern_repeats_a_group_possessively():
     """Debian 12's Python 3.11.2 matches a possessive repeat of a group wrongly when the group
     can backtrack (fixed in 3.11.5, gh-106052): the check above failed there and passed on
