@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,37 @@ from typing import Any
 import pytest
 
 from tests.daemon import DaemonProcess
+
+# Servers run from work dirs named so (tests.servers.harness.make_workdir); their command
+# lines name them
+_WORKDIRS = f"{tempfile.gettempdir()}/gw502d-"
+
+
+def _servers_running() -> set[tuple[int, str]]:
+    """Live processes whose command line names a test work dir (zombies have exited)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state = stat.read_text().rpartition(")")[2].split()[0]
+            argv = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if state != "Z" and _WORKDIRS in argv:
+            found.add((int(stat.parent.name), argv.strip()))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_run() -> Iterator[None]:
+    """Every server a test starts is stopped by PID when it ends: one that forked away from
+    its PID (an nginx whose config lacks "daemon off") would keep running after the run."""
+    before = _servers_running()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _servers_running() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"still running after the tests: {sorted(left)}"
 
 
 @pytest.fixture

@@ -384,8 +384,7 @@ class Nginx(Server):
     def render_conf(self) -> str:
         t = self.tmpdir
         user_line = f"user {self.user};\n" if self.user else ""
-        return f"""{user_line}daemon off;
-master_process on;
+        return f"""{user_line}master_process on;
 worker_processes 1;
 error_log {t}/error.log info;
 pid {t}/nginx.pid;
@@ -416,7 +415,10 @@ http {{
         self.conf_path.write_text(self.render_conf())
 
     def _argv(self, *extra: str) -> list[str]:
-        return [NGINX_BIN, "-p", f"{self.tmpdir}/", "-c", str(self.conf_path), *extra]
+        # in the foreground whatever the config says (a host's nginx.conf has no "daemon
+        # off"): a master that forks away outlives the test that started it
+        return [NGINX_BIN, "-p", f"{self.tmpdir}/", "-c", str(self.conf_path),
+                "-g", "daemon off;", *extra]
 
     def check(self) -> tuple[bool, str]:
         """`nginx -t`: (syntax ok?, its stderr)."""
