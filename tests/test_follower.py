@@ -586,7 +586,10 @@ def test_inotify_queue_overflow_is_detected_and_nothing_is_lost(tmp_path: Path) 
         p.stdin.write(b"freeze 2.0\n")
         p.stdin.flush()
         assert p.stdout.readline() == b"frozen\n"
-        for i in range(limit + 2000):  # alternating names: the kernel cannot merge them
+        # twice what the queue holds: the reader may still drain a buffer or two (a thread
+        # that asked for the GIL before the freeze gets it once); alternating names, so the
+        # kernel cannot merge the events
+        for i in range(2 * limit):
             os.write(noise[i % 2], b".")
         with log.open("ab") as w:  # its IN_MODIFY is dropped: only the overflow says it
             w.write(b"during the overflow\n")

@@ -153,6 +153,8 @@ class Daemon:
                              for name, problem in journals.items())
         if not followed(self.follower.stats()) and not self.journals.followed():
             paths = ", ".join(s.path for s in self._loaded.config.logs)
+            if not paths:  # journal sources only, none read from yet
+                return "no journal source is being followed yet (journalctl starting)"
             return f"no configured log is being followed (missing or unreadable: {paths})"
         return None
 
