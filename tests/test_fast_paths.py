@@ -83,6 +83,23 @@ def _plain_events(lines: list[bytes]) -> Counter[tuple[Any, ...]]:
     return _events([[line] for line in lines])
 
 
+def test_evidence_of_an_incident_whose_messages_capture_different_facts() -> None:
+    """Werkzeug's bind failure is two lines, one without the port (the case the property test
+    above found): the evidence is read back with the message that has it, in any order."""
+    slots = Classifier(CATALOG, capture=EVENT_FACTS).slots.values()
+    shapes: dict[Any, set[tuple[str, ...]]] = {}
+    for slot in slots:
+        shapes.setdefault(slot.incident.key, set()).add(tuple(n for n, _ in slot.evidence))
+    assert ("address_in_use", "werkzeug") in {k for k, v in shapes.items() if len(v) > 1}
+    lines = [b"OSError: [Errno 98] Address already in use",
+             b"Port 34153 is in use by another program. Either identify and stop that program, "
+             b"or start the server with a different port."]
+    for order in (lines, lines[::-1]):
+        for blocks in ([order], [[line] for line in order]):
+            _, _, evidence = _tally(blocks)
+            assert evidence[("address_in_use", "werkzeug")] == [repr(({"port": 34153}, 1))]
+
+
 @settings(max_examples=150, deadline=None)
 @given(lines_and_cuts)
 def test_events_counted_together_are_the_lines_read_alone(

@@ -82,6 +82,8 @@ class Tally:
         self.last_line: list[bytes | None] = [None] * n
         self.last_seen = [0.0] * n  # the time of the block that had the last hit
         self.evidence: list[dict[RawKey, int]] = [{} for _ in range(n)]
+        # the slot that reads the raw keys back: one with evidence (another message of the
+        # same incident may capture none, e.g. Werkzeug's OSError line beside its port line)
         self.evidence_slot: list[Slot | None] = [None] * n
         self._index = {k: i for i, k in enumerate(self.keys)}
         self._block: list[Match] = []  # the hits of the block being counted, in line order
@@ -106,14 +108,16 @@ class Tally:
         read = slot.evidence_reader() if slot.evidence else None
 
         def hits(ms: list[Match]) -> None:
-            self._count(k, slot, ms)
+            self._count(k, ms)
             if read is not None:
+                if self.evidence_slot[k] is None:
+                    self.evidence_slot[k] = slot
                 self._note(k, Counter(read(ms)))
             self._runs.append(Run(k, slot, ms))
 
         return hits
 
-    def _count(self, k: int, slot: Slot, ms: list[Match]) -> None:
+    def _count(self, k: int, ms: list[Match]) -> None:
         before = self.counts[k]
         self.counts[k] = before + len(ms)
         self.last_line[k] = ms[-1].string  # runs come in the order of their last hits
@@ -123,7 +127,6 @@ class Tally:
             if at < self._new.get(k, at + 1):
                 self._new[k] = at
                 self.first_line[k] = ms[0].string
-                self.evidence_slot[k] = slot
 
     def _note(self, k: int, found: Counter[RawKey]) -> None:
         seen = self.evidence[k]
