@@ -205,9 +205,9 @@ class Pairing:
 
     def _pair(self, symptom: _Waiting, cause: _Waiting) -> RootCause:
         assert cause.cause is not None
-        n = symptom.n if CAUSES[cause.cause].lasting else min(symptom.n, cause.n)
+        n = symptom.n if cause.lasting else min(symptom.n, cause.n)
         symptom.n -= n
-        if not CAUSES[cause.cause].lasting:
+        if not cause.lasting:
             cause.n -= n
         key = (symptom.event.incident, cause.cause)
         self.counts[key] = self.counts.get(key, 0) + n
@@ -292,8 +292,7 @@ class Correlator(Pairing):
 
     def _near(self, new: _Waiting, other: _Waiting) -> bool:
         symptom, cause = (new, other) if new.cause is None else (other, new)
-        assert cause.cause is not None
-        if CAUSES[cause.cause].lasting:
+        if cause.lasting:
             return 0 <= symptom.time - cause.time <= LASTING
         return abs(new.time - other.time) <= self.window
 

@@ -14,6 +14,7 @@ those win over the times the lines write themselves, and are there where a line 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,9 +84,9 @@ class Occurrences:
     def finish(self, pairing: Pairing) -> None:
         """Name each held line's root cause (the pairs say how many lines of an incident,
         time and upstream) and emit them in the order they were read."""
-        causes: dict[tuple[str, float | None, str | None], list[str]] = {}
+        causes: dict[tuple[str, float | None, str | None], deque[str]] = {}
         for found in pairing.found:
-            causes.setdefault((found.incident, found.time, found.upstream), []).extend(
+            causes.setdefault((found.incident, found.time, found.upstream), deque()).extend(
                 [found.cause] * found.n)
         for occurrence in self._held:
             facts = occurrence.hit.facts
@@ -94,7 +95,7 @@ class Occurrences:
                 time = line_time(occurrence.hit.incident.source, str(facts.get("time", "")))
             waiting = causes.get((occurrence.hit.incident.id, time, facts.get("upstream")))
             if waiting:
-                occurrence.root_cause = waiting.pop(0)
+                occurrence.root_cause = waiting.popleft()
             self._emit(occurrence)
         self._held = []
 
