@@ -20,6 +20,7 @@ from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.events import EVENT_FACTS, FACTS
 from gw502d.classify.matcher import Classifier
+from gw502d.classify.prefilter import prefilter, required_literal
 from gw502d.classify.tally import Tallies
 from gw502d.parse.record import convert
 from gw502d.remediate.root_causes import Timeline
@@ -132,3 +133,67 @@ def test_facts_the_hot_regex_captures_are_the_full_regexes(line: bytes) -> None:
     assert slot.hot_facts(next(iter(slot.evidence_reader()([m])))) == {
         name: value for name, value in hit.facts.items()
         if name in slot.hot_facts(next(iter(slot.evidence_reader()([m]))))}
+
+
+# ------------------------------------------------------------------ the prefilter, checked
+
+def _mutated(line: bytes, at: int, text: bytes, cut: bool) -> bytes:
+    at = min(at, len(line))
+    return line[:at] if cut else line[:at] + text + line[at:]
+
+
+# Lines that hold a literal without being an incident: a 404 whose request and referrer
+# carry messages (client text), a message at the wrong position
+_DECOYS = [
+    b'2026/11/20 03:00:01 [error] 7#7: *9 open() "/srv/upstream timed out (" failed (2: No '
+    b'such file or directory), client: 1.2.3.4, server: x, request: "GET /() failed (104: '
+    b'HTTP/1.1", host: "x", referrer: "invalid request block size: 9 (max 4096)...skip"',
+    b"x upstream timed out (110: Connection timed out) while connecting to upstream",
+]
+_TEXT = st.sampled_from([b"upstream timed out (", b"(): Broken pipe [", b"\xff\x00", b"a",
+                         b"failed (111: ", b" upstream: \"http://6.6.6.6\","])
+_LINE = st.one_of(st.sampled_from(LINES + _DECOYS),
+                  st.builds(_mutated, st.sampled_from(LINES), st.integers(0, 300), _TEXT,
+                            st.booleans()))
+_PREFILTERED = Classifier(CATALOG, capture=EVENT_FACTS)  # one, so storms switch it off and on
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_LINE, max_size=80), max_size=8))
+def test_the_prefilter_finds_the_hits_the_regex_finds_on_every_line(
+        blocks: list[list[bytes]]) -> None:
+    """Hits through the prefilter (Hyperscan names the lines holding a literal) against the
+    regex on every line, block after block on one classifier: dense blocks turn the
+    prefilter off for a while, long lines skip it. Every hit is the block's own line
+    object (the scan's jsonl and journal times find lines by identity)."""
+    for lines in blocks:
+        fast = _PREFILTERED.hits(lines)
+        plain = list(filter(None, map(_PREFILTERED.match, lines)))
+        assert [(m.string, m.lastindex, m.groups()) for m in fast] == [
+            (m.string, m.lastindex, m.groups()) for m in plain]
+        ids = set(map(id, lines))
+        assert all(id(m.string) in ids for m in fast)
+
+
+def test_the_shipped_catalog_is_prefiltered_where_hyperscan_installs() -> None:
+    """Hyperscan installs on x86-64 (a dependency there): the property test above must run
+    the fast path, not fall back to re without anyone noticing."""
+    import platform  # noqa: PLC0415
+
+    if platform.machine() == "x86_64":
+        assert CLASSIFIER.prefilter is not None
+    noise = [b"2026/11/20 03:00:01 [notice] 1#1: signal process started"] * 50
+    storm = [ex for ex in LINES if CLASSIFIER.match(ex)] * 3
+    c = Classifier(CATALOG)
+    assert c.prefilter is None or c.prefilter.candidates(noise) == []
+    assert c.prefilter is None or c.prefilter.candidates(storm) is not None
+    # after a block of candidates only, the next blocks go to re whole
+    assert c.prefilter is None or c.prefilter.candidates(noise) is None
+    assert c.hits(noise) == [] and len(c.hits(storm)) == len(storm)
+
+
+def test_a_message_without_a_long_literal_leaves_every_line_to_the_regex() -> None:
+    assert required_literal(r"(?P<x>\w+)\ died") is None
+    assert required_literal(r"(?i)upstream\ timed\ out") is None
+    assert required_literal(r"upstream\ timed\ out\ \((?P<n>\d+)\)") == b"upstream timed out ("
+    assert prefilter([r"upstream\ timed\ out", r"(?P<x>\w+)\ died"]) is None

@@ -225,6 +225,23 @@ def test_start_at_beginning_reads_the_backlog(tmp_path: Path) -> None:
         assert sink.wait(2) == [b"a", b"b"]
 
 
+@pytest.mark.parametrize("inotify", MODES)
+def test_a_backlog_of_many_passes_is_read_without_waiting_for_the_next_look(
+        tmp_path: Path, inotify: bool) -> None:
+    """A pass reads 16 MiB of a file; what is already written brings no inotify event. A
+    backlog of 40 MiB (a start from the beginning, a restart behind its offsets) is read on
+    at once, not one pass per stat interval (a minute here: without the fix, the test waits
+    for the second pass and times out)."""
+    log = tmp_path / "app.log"
+    line = b"x" * 99 + b"\n"
+    n = (40 << 20) // len(line)
+    log.write_bytes(line * n)
+    sink = Sink()
+    with following([spec(log)], sink, start_at="beginning", use_inotify=inotify,
+                   stat_interval=60.0, sweep_interval=60.0):
+        assert len(sink.wait(n, timeout=20.0)) == n
+
+
 # -- rotation ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("inotify", MODES)

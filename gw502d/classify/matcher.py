@@ -29,6 +29,7 @@ from typing import Any
 
 from gw502d.classify.catalog import Catalog, Family, Incident
 from gw502d.classify.predicates import PREDICATES, VALUES
+from gw502d.classify.prefilter import prefilter
 from gw502d.parse import FAMILIES, FORMATS
 from gw502d.parse.record import convert
 from gw502d.parse.record import facts as group_facts
@@ -215,6 +216,7 @@ class Classifier:
         self.pattern = re.compile(("|".join(p for p in parts if p) or "(?!)").encode(),
                                   re.DOTALL)
         self.match = self.pattern.match
+        self.prefilter = prefilter(slot.message.regex for _, _, slot in self._pending)
         index = self.pattern.groupindex
         self.slots: dict[int, Slot] = {}
         for tag, family_tag, slot in self._pending:
@@ -272,7 +274,7 @@ class Classifier:
             # nginx's upstream field: optional, so a line cut at 2048 bytes still counts
             hot_context = fam.evidence_context.keeping(wanted, tag)
             if hot_context.captures:
-                body += f"(?:{hot_context.regex})?"
+                body += f"(?:{hot_context.regex}|)"
                 hot += hot_context.captures
         hot += prefix
         full_regex = fam.prefix.regex + message.regex + (fam.context.regex if fam.context else "")
@@ -292,6 +294,12 @@ class Classifier:
             cut_facts=fmt.cut_facts if fmt is not None else frozenset(),
         )))
         return hot_message.lead, f"{body}(?P<{tag}>)"
+
+    def hits(self, lines: list[bytes]) -> list[re.Match[bytes]]:
+        """The matches among *lines*, in line order: of the lines the prefilter names, or
+        of every line (no prefilter, or a block it leaves to the regex)."""
+        chosen = self.prefilter.candidates(lines) if self.prefilter is not None else None
+        return list(filter(None, map(self.match, lines if chosen is None else chosen)))
 
     def classify(self, line: bytes) -> Hit | None:
         """Classify one line (bytes, without its newline) with all its facts."""

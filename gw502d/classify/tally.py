@@ -1,6 +1,7 @@
 """Tally: what the classifier found in blocks of lines, kept as plain ints and bounded evidence.
 
-The per-line path is ``filter(None, map(match, lines))`` in C. The hits of a block are
+The per-line path is ``filter(None, map(match, lines))`` in C, over the lines the
+prefilter names (:mod:`gw502d.classify.prefilter`) when it can look first. The hits of a block are
 then sorted by slot (``m.lastindex``) and each slot's run goes to a handler built once per
 slot, runs in the order of their last hits (so the last line kept is the block's last):
 it adds the run's length to a list element and, when the remediation needs facts, counts
@@ -140,7 +141,7 @@ class Tally:
 
     def count(self, block: Block) -> None:
         """The classify stage: match and count *block*, and fill its hits, runs and slots."""
-        matches = list(filter(None, map(self.classifier.match, block.lines)))
+        matches = self.classifier.hits(block.lines)
         block.hits, block.slots = matches, self.classifier.slots
         if not matches:
             block.runs = []

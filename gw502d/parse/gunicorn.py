@@ -14,10 +14,10 @@ from gw502d.parse.record import RecordFormat
 from gw502d.parse.template import CaptureType
 
 TYPES = {
-    "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4})?"),
+    "iso_time": CaptureType(r"\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4}|)"),
     "LEVEL": CaptureType(r"[A-Z]++"),
     # a bind address as gunicorn prints it: a socket tuple's repr, or one token (unix:...)
-    "address": CaptureType(r"\('[^']*+'(?:, \d++)+\)|[^\s\[\]]++"),
+    "address": CaptureType(r"\('[^']*+', \d[, \d]*+\)|[^\s\[\]]++"),
     # The arbiter names a worker's deadly signal (gunicorn >= 21: "was sent SIGSEGV!", or
     # "code 139" when the wait status is no signal number); SIGKILL has an entry of its
     # own and SIGTERM is a normal stop, so neither is a crash.

@@ -140,7 +140,7 @@ def compile_template(template: str, types: Mapping[str, CaptureType],
             if kind == "lit":
                 out.append(re.escape(args[0]))
             elif kind == "opt":
-                out.append(f"(?:{emit(args[0])})?")
+                out.append(f"(?:{emit(args[0])}|)")
             else:
                 name, type_name = args
                 ctype = types.get(type_name)

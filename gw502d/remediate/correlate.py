@@ -272,11 +272,11 @@ class Correlator(Pairing):
     def _pair_with(self, new: _Waiting, pending: deque[_Waiting]) -> list[RootCause]:
         """Pair *new* with fitting events of *pending* within the window: a new symptom
         with the oldest causes, a new cause with its preferred symptoms, oldest first."""
-        candidates = [(i, other) for i, other in enumerate(islice(pending, _SCAN))
-                      if self._near(new, other)
-                      and (_fits(new, other) if new.cause is None else _fits(other, new))]
-        if new.cause is not None:
+        if new.cause is None:
+            candidates = self._causes_of(new, pending)
+        else:
             explains = CAUSES[new.cause].explains
+            candidates = self._symptoms_of(new, pending)
             candidates.sort(key=lambda c: explains.index(c[1].event.incident))
         found, used = [], []
         for i, other in candidates:
@@ -290,11 +290,35 @@ class Correlator(Pairing):
             del pending[i]
         return found
 
-    def _near(self, new: _Waiting, other: _Waiting) -> bool:
-        symptom, cause = (new, other) if new.cause is None else (other, new)
-        if cause.lasting:
-            return 0 <= symptom.time - cause.time <= LASTING
-        return abs(new.time - other.time) <= self.window
+    def _causes_of(self, symptom: _Waiting, pending: deque[_Waiting],
+                   ) -> list[tuple[int, _Waiting]]:
+        """The pending causes (of the first :data:`_SCAN`) that fit *symptom* and reach
+        its time, oldest first. Written out: a storm asks it for every event."""
+        incident, at, up, window = symptom.event.incident, symptom.time, symptom.upstream, \
+            self.window
+        found = []
+        for i, cause in enumerate(islice(pending, _SCAN)):
+            kind = CAUSES[cause.cause]  # type: ignore[index]
+            if incident in kind.explains and (
+                    0 <= at - cause.time <= LASTING if kind.lasting
+                    else abs(at - cause.time) <= window) and _fits_upstream(up, cause):
+                found.append((i, cause))
+        return found
+
+    def _symptoms_of(self, cause: _Waiting, pending: deque[_Waiting],
+                     ) -> list[tuple[int, _Waiting]]:
+        """The pending symptoms (of the first :data:`_SCAN`) *cause* fits and reaches, in
+        line order."""
+        kind = CAUSES[cause.cause]  # type: ignore[index]
+        explains, at, window = kind.explains, cause.time, self.window
+        found = []
+        for i, symptom in enumerate(islice(pending, _SCAN)):
+            if symptom.event.incident in explains and (
+                    0 <= symptom.time - at <= LASTING if kind.lasting
+                    else abs(symptom.time - at) <= window) and _fits_upstream(
+                        symptom.upstream, cause):
+                found.append((i, symptom))
+        return found
 
     def _advance(self, now: float) -> None:
         """Forget what is too old to pair."""
@@ -479,13 +503,6 @@ def _order_offline(event: Event) -> tuple[float, bool, bool]:
 @functools.lru_cache(maxsize=1024)  # a host has few upstreams
 def _upstream(text: str) -> Upstream:
     return Upstream.parse(text)
-
-
-def _fits(symptom: _Waiting, cause: _Waiting) -> bool:
-    """A symptom the cause can produce, on the same upstream as far as it can be told."""
-    assert cause.cause is not None
-    return (symptom.event.incident in CAUSES[cause.cause].explains
-            and _fits_upstream(symptom.upstream, cause))
 
 
 def _fits_upstream(up: Upstream | None, cause: _Waiting) -> bool:

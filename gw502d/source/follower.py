@@ -244,6 +244,7 @@ class Follower:
                 more = self._read(self._files(), now)[1]
             else:
                 more = self._read_hinted(taken.paths, taken.drain, now)
+                more |= self._read_behind(now)
             for d in taken.dirs:
                 self._bursts.setdefault(d, now + BURST_WINDOW)
             more |= self._poll_bursts(now)
@@ -276,6 +277,14 @@ class Follower:
             files += self._draining
         return self._read([f for f in files if os.path.dirname(f.path) not in self._bursts],
                           now)[1]
+
+    def _read_behind(self, now: float) -> bool:
+        """Read on in the files a pass left unfinished (a backlog: a start from the
+        beginning, a restart behind its saved offsets, a writer faster than a pass): no
+        inotify event comes for what is already written, and waiting for the next look
+        would read one pass per stat interval."""
+        behind = [f for f in self._files() if f.offset < f.size]
+        return self._read(behind, now)[1] if behind else False
 
     def _poll_bursts(self, now: float) -> bool:
         """Poll the directories whose IN_MODIFY is off; turn it back on once quiet."""
