@@ -290,14 +290,16 @@ def test_cardinality_and_memory_stay_flat_under_attacker_chosen_values(
     # no nginx configuration: every upstream label is "other", whatever this host runs
     d = daemon_factory(config_text(logs, start_at="beginning") + '[servers]\nnginx_conf = ""\n')
     d.start()
-    timeout_key = ("upstream_timeout", "nginx")
+    timeout_key, broken_pipe = ("upstream_timeout", "nginx"), ("client_disconnect", "uwsgi")
 
     def feed(start: int, n: int) -> None:
         nginx, uwsgi = _storm(start, n)
         append(logs["nginx"], nginx)
         append(logs["uwsgi"], uwsgi)
-        d.wait_for(lambda: incidents(d.metrics())[timeout_key] == start + n,
-                   f"{start + n} timeouts", timeout=60)
+        # both logs read (in either order: a pass takes up to 16 MiB of each file in turn)
+        d.wait_for(lambda: (found := incidents(d.metrics()))[timeout_key] == start + n
+                   and found[broken_pipe] == (start + n) // 2,
+                   f"{start + n} timeouts and {(start + n) // 2} broken pipes", timeout=60)
 
     feed(0, 20_000)  # warm up: caches, evidence tables, allocator arenas
     series_before = set(d.metrics())
@@ -320,7 +322,7 @@ def test_cardinality_and_memory_stay_flat_under_attacker_chosen_values(
     assert len(series(samples, "gw502d_remediation_info")) == len(CATALOG.keys)
     upstream_fixes = series(samples, "gw502d_upstream_remediation_info")
     assert {dict(labels)["upstream"] for labels in upstream_fixes} == {"other"}
-    assert incidents(samples)[("client_disconnect", "uwsgi")] == 60_000
+    assert incidents(samples)[broken_pipe] == 60_000
     assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)
     for labels in [*series(samples, "gw502d_remediation_info"), *upstream_fixes]:
         text = dict(labels)["remediation"]

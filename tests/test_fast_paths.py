@@ -16,12 +16,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gw502d.classify.block import Block
+from gw502d.classify.block import Block, Paired
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.events import EVENT_FACTS, FACTS
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.prefilter import prefilter, required_literal
 from gw502d.classify.tally import Tallies
+from gw502d.export.incidents import RecentIncidents, Seen
 from gw502d.parse.record import convert
 from gw502d.remediate.root_causes import Timeline
 
@@ -197,3 +198,41 @@ def test_a_message_without_a_long_literal_leaves_every_line_to_the_regex() -> No
     assert required_literal(r"(?i)upstream\ timed\ out") is None
     assert required_literal(r"upstream\ timed\ out\ \((?P<n>\d+)\)") == b"upstream timed out ("
     assert prefilter([r"upstream\ timed\ out", r"(?P<x>\w+)\ died"]) is None
+
+
+# ------------------------------------------------------------------ causes on recent lines
+
+_SLOTS = {CLASSIFIER.slots[g].incident.id: CLASSIFIER.slots[g] for g in CLASSIFIER.slots}
+_NAMES = sorted(_SLOTS)[:4]
+_TIMES = st.sampled_from([0, 1, 59, 60, 61, 120])  # a minute apart or not, and its edge
+
+
+def _named_one_pair_at_a_time(seen: list[Seen], pairs: list[Paired]) -> None:
+    """The plain rule: each pair in turn names its newest unnamed lines near its time."""
+    for paired in pairs:
+        left = paired.n
+        for s in reversed(seen):
+            if left and s.cause is None and s.slot.incident.id == paired.incident and (
+                    paired.time is None or abs(s.time - paired.time) <= 60.0):
+                s.cause = paired.cause
+                left -= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_NAMES), _TIMES, st.booleans()), max_size=40),
+       st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(["a", "b"]),
+                          st.one_of(st.none(), _TIMES), st.integers(1, 4)), max_size=8))
+def test_one_walk_names_the_lines_each_pair_would_name_in_turn(
+        lines: list[tuple[str, int, bool]], pairs: list[tuple[str, str, int | None, int]],
+) -> None:
+    recent = RecentIncidents(len(lines) or 1)
+    plain: list[Seen] = []
+    for name, t, named in lines:
+        recent.add(Seen(_SLOTS[name], b"x", float(t), "log", "old" if named else None))
+        plain.append(Seen(_SLOTS[name], b"x", float(t), "log", "old" if named else None))
+    found = [Paired(name, cause, None if t is None else float(t), n)
+             for name, cause, t, n in pairs]
+    block = Block("log", None, [], 0.0, paired=found)
+    recent.keep(block)
+    _named_one_pair_at_a_time(plain, found)
+    assert [s.cause for s in recent.copy()] == [s.cause for s in plain]

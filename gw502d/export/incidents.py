@@ -54,6 +54,15 @@ class Seen:
     cause: str | None = None
 
 
+@dataclass(slots=True)
+class _Wanted:
+    """A pair's lines still to name: how many, the cause, the symptom's time."""
+
+    n: int
+    cause: str
+    time: float | None
+
+
 Entry = tuple[int, dict[str, Any]]  # (id, the /incidents entry)
 
 
@@ -134,20 +143,30 @@ class RecentIncidents:
             slot = slots[m.lastindex]  # type: ignore[index]
             if not slot.incident.companion and id(m) not in block.ended:
                 self.add(Seen(slot, m.string[:LINE_CAP], block.time, block.log))
-        for paired in block.paired:
-            self._attach(paired)
+        if block.paired:
+            self._attach(block.paired)
 
-    def _attach(self, paired: Paired) -> None:
-        """Name the cause on the newest lines of its incident still without one, read
-        around the symptom's time (the pairing counts lines, not which ones)."""
-        left = paired.n
+    def _attach(self, pairs: list[Paired]) -> None:
+        """Name each pair's cause on the newest lines of its incident still without one,
+        read around the symptom's time (the pairing counts lines, not which ones). One walk
+        for the block's pairs, newest line first, each line to the first pair that still
+        wants it: what the pairs, one walk each, would choose in turn (a storm's block
+        brings dozens of pairs)."""
+        wanted: dict[str, list[_Wanted]] = {}
+        for paired in pairs:
+            wanted.setdefault(paired.incident, []).append(
+                _Wanted(paired.n, paired.cause, paired.time))
+        left = sum(paired.n for paired in pairs)
         for seen in reversed(self._seen):
             if not left:
                 return
-            if (seen.cause is None and seen.slot.incident.id == paired.incident
-                    and (paired.time is None or abs(seen.time - paired.time) <= _NEAR)):
-                seen.cause = paired.cause
-                left -= 1
+            takers = wanted.get(seen.slot.incident.id) if seen.cause is None else None
+            for taker in takers or ():
+                if taker.n and (taker.time is None or abs(seen.time - taker.time) <= _NEAR):
+                    seen.cause = taker.cause
+                    taker.n -= 1
+                    left -= 1
+                    break
 
     def copy(self) -> list[Seen]:
         """The buffer as it is now (deque.copy runs in C: no mutation can interleave)."""
