@@ -80,7 +80,7 @@ class FactReader:
     def __init__(self, slot: Slot, captures: Captures, groups: tuple[int, ...]) -> None:
         self._read = reader(groups)
         self._cut = slot.cut_at or 0
-        self._drop = [i for i, (name, _) in enumerate(captures) if name in slot.cut_facts]
+        self._drop = [i for i, (name, _) in enumerate(captures) if name in slot.hot_cut_facts]
 
     def __call__(self, hits: list[re.Match[bytes]]) -> Iterator[RawKey]:
         if self._drop and self._cut and max(map(len, map(_LINE, hits))) >= self._cut:
@@ -130,6 +130,9 @@ class Slot:
     full_captures: tuple[tuple[Captures, int], ...]
     cut_at: int | None = None
     cut_facts: frozenset[str] = frozenset()
+    # the cut facts the hot regex still captures on a line that long (its guarded context
+    # captures none there): the readers of hits null these
+    hot_cut_facts: frozenset[str] = frozenset()
 
     def evidence_reader(self) -> FactReader:
         """Reads the evidence of this slot's hits (raw keys for :meth:`hot_facts`)."""
@@ -243,17 +246,23 @@ class Classifier:
         fmt = FORMATS.get(fam.name)
         # O(1) in sre: a bounded repeat of "any byte" jumps, it does not walk the line
         guard = f"(?!.{{{fmt.max_length + 1}}})" if fmt is not None and fmt.max_length else ""
+        # A line as long as its server cuts them sets a mark (O(1) too); the slots then skip
+        # the context whose facts it cannot vouch for, so no reader of hits checks lengths
+        cut = None
+        if fmt is not None and fmt.cut_at and fmt.cut_facts and fam.evidence_context:
+            cut = f"{family_tag}_cut"
+            guard += f"(?:(?=.{{{fmt.cut_at}}})(?P<{cut}>)|)"
         for message, incidents in variants.values():
             # entries with a predicate first (they match only where it holds), then the
             # first without one; a later one with the same template could never match
             chosen = [i for i in incidents if i.when is not None]
             chosen += [i for i in incidents if i.when is None][:1]
-            alternatives += [self._slot(fam, i, message, family_tag, prefix.captures)
+            alternatives += [self._slot(fam, i, message, family_tag, prefix.captures, cut=cut)
                              for i in chosen]
         return f"{guard}{prefix.regex}(?:{'|'.join(_factor(alternatives))})"
 
     def _slot(self, fam: Family, incident: Incident, message: Compiled, family_tag: str,
-              prefix: Captures) -> tuple[str, str]:
+              prefix: Captures, *, cut: str | None) -> tuple[str, str]:
         """Register the slot for one variant; return its hot regex as (lead, rest).
 
         Groups are named after the slot (``s3_upstream``, marker ``s3``): factoring reorders
@@ -274,7 +283,8 @@ class Classifier:
             # nginx's upstream field: optional, so a line cut at 2048 bytes still counts
             hot_context = fam.evidence_context.keeping(wanted, tag)
             if hot_context.captures:
-                body += f"(?:{hot_context.regex}|)"
+                context = f"(?:{hot_context.regex}|)"
+                body += context if cut is None else f"(?({cut})|{context})"
                 hot += hot_context.captures
         hot += prefix
         full_regex = fam.prefix.regex + message.regex + (fam.context.regex if fam.context else "")
@@ -292,6 +302,8 @@ class Classifier:
             full=LazyPattern(full_regex.encode()), full_captures=tuple(full_caps),
             cut_at=fmt.cut_at if fmt is not None else None,
             cut_facts=fmt.cut_facts if fmt is not None else frozenset(),
+            hot_cut_facts=frozenset(name for name, _ in (hot_message.captures if cut else hot)
+                                    if fmt is not None and name in fmt.cut_facts),
         )))
         return hot_message.lead, f"{body}(?P<{tag}>)"
 

@@ -38,7 +38,7 @@ def _upstream_reader(slot: Slot) -> tuple[Captures, Read]:
               if c[0] == "upstream"]
     (capture, group), = chosen
     by_group = methodcaller("group", group)
-    cut = slot.cut_at if "upstream" in slot.cut_facts else None
+    cut = slot.cut_at if "upstream" in slot.hot_cut_facts else None
 
     def read(hits: list[Match]) -> Iterable[bytes | None]:
         if cut and max(map(len, map(_LINE, hits))) >= cut:
