@@ -59,12 +59,15 @@ class EventReader:
         daemon: their arrival). *at*, when given, is each hit's time from its source (a
         journal record's, a syslog prefix's): it wins where it is known."""
         raws = list(self._read(hits))
+        key = self._key
+        if not dated and at is None and span_of is None:  # the daemon's file blocks
+            return [Event(when, key[0], key[1], self._convert(raw), n=n)
+                    for raw, n in Counter(raws).items()]
         stamps: list[bytes | float | None] = [
             stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
             else [None] * len(raws)
         if at is not None:
             stamps = [s if a is None else a for a, s in zip(at, stamps, strict=True)]
-        key = self._key
         # counted in C: a storm's hits cost no Python each
         events = [Event(when if (t := self._time(stamp)) is None else t, key[0], key[1],
                         self._convert(raw), n=n)
