@@ -10,6 +10,7 @@ counterpart in test_root_cause.py.
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from typing import Any
 
@@ -192,8 +193,6 @@ def test_the_prefilter_finds_the_hits_the_regex_finds_on_every_line(
 def test_the_shipped_catalog_is_prefiltered_where_hyperscan_installs() -> None:
     """Hyperscan installs on x86-64 (a dependency there): the property test above must run
     the fast path, not fall back to re without anyone noticing."""
-    import platform  # noqa: PLC0415
-
     if platform.machine() == "x86_64":
         assert CLASSIFIER.prefilter is not None
     noise = [b"2026/11/20 03:00:01 [notice] 1#1: signal process started"] * 50

@@ -2,7 +2,7 @@
 
 Every message of the catalog holds a literal that any line it matches must contain (``upstream
 timed out (``, ``(): Broken pipe [``). Hyperscan looks for all of them at once over the whole
-block (a gigabyte a second, whatever the catalog's size), and only the lines where one
+block (about a gigabyte a second here, whatever the catalog's size), and only the lines where one
 occurs go to the classifier's regex. Most lines of an ordinary log are no incident and cost
 no Python and no ``re`` at all; a line is still classified on its structure (the message at
 its position), so a literal in a client's referrer only makes a candidate that ``re`` turns
@@ -11,7 +11,7 @@ down.
 Optional: Hyperscan has wheels for x86-64 only. Without it, or when a message of the catalog
 has no literal long enough, every line goes to the regex, as it does in a storm (where
 nearly every line is a candidate, so looking first would only add work). Both ways give the
-same hits; ``tests/test_prefilter.py`` checks it.
+same hits; ``tests/test_fast_paths.py`` checks it.
 """
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ BLOCK_LINES = 1024
 
 def required_literal(regex: str) -> bytes | None:
     """The longest literal every match of *regex* contains (a run at its top level, not in
-    a group or a branch), or None when it has none of :data:`MIN_LITERAL` bytes."""
+    a group or a branch), or None when it has none of :data:`MIN_LITERAL` bytes. ASCII
+    only: the hot regex is the pattern encoded as UTF-8, where other characters are two
+    bytes or more."""
     parsed = sre_parse.parse(regex)
     if parsed.state.flags & re.IGNORECASE:
         return None
     runs: list[bytes] = []
     run = bytearray()
     for op, value in [*parsed, (None, None)]:
-        if op is sre.LITERAL and value != ord("\n") and value < 256:
+        if op is sre.LITERAL and value != ord("\n") and value < 128:
             run.append(value)
         elif run:
             runs.append(bytes(run))

@@ -272,11 +272,9 @@ class Correlator(Pairing):
     def _pair_with(self, new: _Waiting, pending: deque[_Waiting]) -> list[RootCause]:
         """Pair *new* with fitting events of *pending* within the window: a new symptom
         with the oldest causes, a new cause with its preferred symptoms, oldest first."""
-        if new.cause is None:
-            candidates = self._causes_of(new, pending)
-        else:
+        candidates = self._fitting(new, pending)
+        if new.cause is not None:
             explains = CAUSES[new.cause].explains
-            candidates = self._symptoms_of(new, pending)
             candidates.sort(key=lambda c: explains.index(c[1].event.incident))
         found, used = [], []
         for i, other in candidates:
@@ -290,34 +288,20 @@ class Correlator(Pairing):
             del pending[i]
         return found
 
-    def _causes_of(self, symptom: _Waiting, pending: deque[_Waiting],
-                   ) -> list[tuple[int, _Waiting]]:
-        """The pending causes (of the first :data:`_SCAN`) that fit *symptom* and reach
-        its time, oldest first. Written out: a storm asks it for every event."""
-        incident, at, up, window = symptom.event.incident, symptom.time, symptom.upstream, \
-            self.window
+    def _fitting(self, new: _Waiting, pending: deque[_Waiting]) -> list[tuple[int, _Waiting]]:
+        """The pending events (of the first :data:`_SCAN`, oldest first) that pair with
+        *new*: the symptom one a cause explains, on its upstream, within its reach. Written
+        out in one loop: a storm asks it for every event."""
+        window = self.window
         found = []
-        for i, cause in enumerate(islice(pending, _SCAN)):
+        for i, other in enumerate(islice(pending, _SCAN)):
+            symptom, cause = (new, other) if new.cause is None else (other, new)
             kind = CAUSES[cause.cause]  # type: ignore[index]
-            if incident in kind.explains and (
-                    0 <= at - cause.time <= LASTING if kind.lasting
-                    else abs(at - cause.time) <= window) and _fits_upstream(up, cause):
-                found.append((i, cause))
-        return found
-
-    def _symptoms_of(self, cause: _Waiting, pending: deque[_Waiting],
-                     ) -> list[tuple[int, _Waiting]]:
-        """The pending symptoms (of the first :data:`_SCAN`) *cause* fits and reaches, in
-        line order."""
-        kind = CAUSES[cause.cause]  # type: ignore[index]
-        explains, at, window = kind.explains, cause.time, self.window
-        found = []
-        for i, symptom in enumerate(islice(pending, _SCAN)):
-            if symptom.event.incident in explains and (
-                    0 <= symptom.time - at <= LASTING if kind.lasting
-                    else abs(symptom.time - at) <= window) and _fits_upstream(
+            if symptom.event.incident in kind.explains and (
+                    0 <= symptom.time - cause.time <= LASTING if kind.lasting
+                    else abs(symptom.time - cause.time) <= window) and _fits_upstream(
                         symptom.upstream, cause):
-                found.append((i, symptom))
+                found.append((i, other))
         return found
 
     def _advance(self, now: float) -> None:
