@@ -30,10 +30,12 @@ from gw502d.parse.times import line_time
 from gw502d.remediate.correlate import (
     CAUSE_OF_INCIDENT,
     CAUSES,
+    PREFERENCES,
     ROOT_CAUSE_PAIRS,
     Correlator,
     Pairing,
     offline_reaches,
+    offline_sides,
     pair_offline,
 )
 from gw502d.remediate.root_causes import RootCauses, Timeline
@@ -379,21 +381,23 @@ def _scan_events(draw: st.DrawFn) -> list[Event]:
 def _pair_plainly(events: list[Event]) -> Pairing:
     """The plain counterpart of pair_offline: every candidate each cause can reach, ranked
     and taken best first (the same ranks; ties on the right of a cause's time first, then
-    nearer to it), with no heap and no skipping of taken symptoms."""
+    nearer to it), with no heap, no passes and no skipping of taken symptoms."""
     pairing = Pairing()
+    sides = offline_sides(events, pairing)
     candidates = []
-    for reach in offline_reaches(events, pairing):
-        group, center = reach.group, reach.center
-        for i in range(reach.start, reach.end):
-            t = group.times[i]
-            if center is None:
-                rank = (reach.preference, reach.cause.event.time is None, 0.0,
-                        reach.other_family, reach.order, 0, i)
-            else:
-                side = int(t < center)
-                rank = (reach.preference, reach.cause.event.time is None, abs(t - center),
-                        reach.other_family, reach.order, side, -i if side else i)
-            candidates.append((rank, group.found[i], reach.cause))
+    for preference in range(PREFERENCES):
+        for reach in offline_reaches(sides, preference):
+            group, center = reach.group, reach.center
+            for i in range(reach.start, reach.end):
+                t = group.times[i]
+                if center is None:
+                    rank = (preference, reach.undated, 0.0, reach.other_family, reach.order,
+                            0, i)
+                else:
+                    side = int(t < center)
+                    rank = (preference, reach.undated, abs(t - center), reach.other_family,
+                            reach.order, side, -i if side else i)
+                candidates.append((rank, group.found[i], reach.cause))
     for _, symptom, cause in sorted(candidates, key=lambda c: c[0]):
         if symptom.n and (cause.n or cause.lasting):
             pairing.found.append(pairing._pair(symptom, cause))

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count, islice
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from gw502d.classify.events import Event
@@ -52,6 +53,7 @@ _BACKLOG, _INVALID = "upstream_backlog_full", "upstream_invalid_header"
 _UWSGI_OR_HTTP = frozenset({"uwsgi", "proxy"})  # uWSGI serves http-socket too
 _HTTP = frozenset({"proxy"})
 _FIRST_FAMILY = {"uwsgi": "uwsgi", "gunicorn": "proxy"}
+_TIME = attrgetter("time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ CAUSE_OF_INCIDENT = {
     ("worker_boot_failed", "gunicorn"): "gunicorn_worker_boot_failed",
     ("address_in_use", "gunicorn"): "gunicorn_address_in_use",
 }
+# how many nginx incidents a cause explains at most (the passes of offline pairing)
+PREFERENCES = max(len(cause.explains) for cause in CAUSES.values())
 # nginx incidents a backend event can explain
 SYMPTOMS = frozenset((incident, "nginx") for cause in CAUSES.values()
                      for incident in cause.explains)
@@ -327,38 +331,46 @@ def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pai
 
     Exact and unbounded: each cause walks outward from its time through the symptoms it
     fits (grouped by incident and upstream, taken ones skipped), one step per pop of a
-    heap, so a storm costs O((causes + pairs) log causes), not a window's worth per cause."""
+    heap, so a storm costs O((causes + pairs) log causes), not a window's worth per cause.
+    The symptoms a cause explains best all pair before the next best, so each preference
+    is a pass of its own: a cause paired in one starts no walk in the next (in a storm,
+    most causes pair in the first)."""
     pairing = Pairing()
-    heap = [(*reach.rank(), reach) for reach in offline_reaches(events, pairing, window)
-            if reach.step()]
-    heapq.heapify(heap)
-    while heap:
-        reach = heapq.heappop(heap)[-1]
-        waiting, symptom = reach.cause, reach.group.found[reach.at]
-        if not (waiting.n or waiting.lasting):
-            continue
-        if symptom.n:
-            pairing.found.append(pairing._pair(symptom, waiting))
-            if not symptom.n:
-                reach.group.taken(reach.at)
-        if (waiting.n or waiting.lasting) and reach.step():
-            heapq.heappush(heap, (*reach.rank(), reach))
+    sides = offline_sides(events, pairing, window)
+    for preference in range(PREFERENCES):
+        heap = [entry for reach in offline_reaches(sides, preference)
+                if (entry := reach.step()) is not None]
+        heapq.heapify(heap)
+        while heap:
+            reach = heapq.heappop(heap)[-1]
+            waiting, symptom = reach.cause, reach.group.found[reach.at]
+            if not (waiting.n or waiting.lasting):
+                continue
+            if symptom.n:
+                pairing.found.append(pairing._pair(symptom, waiting))
+                if not symptom.n:
+                    reach.group.taken(reach.at)
+            if (waiting.n or waiting.lasting) and (entry := reach.step()) is not None:
+                heapq.heappush(heap, entry)
     return pairing
 
 
-def offline_reaches(events: Sequence[Event], pairing: Pairing,
-                    window: float = DEFAULT_WINDOW) -> list[_Reach]:
-    """Every (cause, group of symptoms it fits, preference) of a scan, before any pairing
-    (*pairing* counts the causes)."""
-    symptoms: list[_Waiting] = []
-    causes: list[tuple[float, float, _Waiting]] = []
-    for event in sorted(events, key=_order_offline):
-        if is_symptom(event):
-            if event.time is not None:
-                upstream = event.facts.get("upstream")
-                symptoms.append(_Waiting(event.time, event, event.n,
-                                         upstream=_upstream(upstream) if upstream else None))
-            continue
+class Sides(NamedTuple):
+    """A scan's events ready to pair: each cause with the times it reaches and the
+    incidents it explains, best first (in time order), and the symptoms grouped by
+    incident and upstream."""
+
+    causes: list[tuple[float, float, _Waiting, tuple[str, ...]]]
+    groups: dict[str, list[_Group]]
+
+
+def offline_sides(events: Sequence[Event], pairing: Pairing,
+                  window: float = DEFAULT_WINDOW) -> Sides:
+    """The causes and symptoms of a scan's *events*, before any pairing (*pairing* counts
+    the causes)."""
+    causes: list[tuple[float, float, _Waiting, tuple[str, ...]]] = []
+    for event in sorted((e for e in events if (e.incident, e.source) not in SYMPTOMS),
+                        key=_order_offline):
         cause, n = pairing._cause(event)
         if cause is None or not n:
             continue
@@ -369,20 +381,34 @@ def offline_reaches(events: Sequence[Event], pairing: Pairing,
             slack = _SECOND
         else:
             continue
-        lasting = CAUSES[cause].lasting
-        causes.append((low - (0 if lasting else slack), high + (LASTING if lasting else slack),
-                       _Waiting(high, event, n, cause)))
-    groups: dict[tuple[str, Upstream | None], list[_Waiting]] = {}
+        kind = CAUSES[cause]
+        causes.append((low - (0 if kind.lasting else slack),
+                       high + (LASTING if kind.lasting else slack),
+                       _Waiting(high, event, n, cause), kind.explains))
+    # a storm's symptoms: the most events by far, sorted by time alone (stable: as
+    # sorting them among the causes would)
+    symptoms = [_Waiting(e.time, e, e.n, None, _upstream(up) if (up := e.facts.get("upstream"))
+                         else None)
+                for e in sorted((e for e in events if e.time is not None
+                                 and (e.incident, e.source) in SYMPTOMS), key=_TIME)]
+    found: dict[tuple[str, Upstream | None], list[_Waiting]] = {}
     for s in symptoms:  # in time order: each group is sorted
-        groups.setdefault((s.event.incident, s.upstream), []).append(s)
-    by_incident: dict[str, list[_Group]] = {}
-    for (incident, upstream), found in groups.items():
-        by_incident.setdefault(incident, []).append(_Group(upstream, found))
-    order = count()  # ties go to the earlier cause
-    return [_Reach(group, waiting, preference, next(order), (low, high))
-            for low, high, waiting in causes
-            for preference, incident in enumerate(CAUSES[waiting.cause or ""].explains)
-            for group in by_incident.get(incident, ())
+        found.setdefault((s.event.incident, s.upstream), []).append(s)
+    groups: dict[str, list[_Group]] = {}
+    for (incident, upstream), same in found.items():
+        groups.setdefault(incident, []).append(_Group(upstream, same))
+    return Sides(causes, groups)
+
+
+def offline_reaches(sides: Sides, preference: int) -> list[_Reach]:
+    """The walks of one pass: every cause with lines left to pair (or lasting) through
+    each group of the incident it explains *preference*-th best that it fits; ties go to
+    the earlier cause."""
+    order = count()
+    return [_Reach(group, waiting, next(order), (low, high))
+            for low, high, waiting, explains in sides.causes
+            if preference < len(explains) and (waiting.n or waiting.lasting)
+            for group in sides.groups.get(explains[preference], ())
             if _fits_upstream(group.upstream, waiting)]
 
 
@@ -431,46 +457,48 @@ class _Reach:
         "group",
         "order",
         "other_family",
-        "preference",
         "start",
+        "undated",
     )
 
-    def __init__(self, group: _Group, cause: _Waiting, preference: int, order: int,
+    def __init__(self, group: _Group, cause: _Waiting, order: int,
                  reach: tuple[float, float]) -> None:
         low, high = reach
-        self.group, self.cause, self.preference, self.order = group, cause, preference, order
+        self.group, self.cause, self.order = group, cause, order
+        self.undated = cause.event.time is None
         # at equal distance, the protocol the backend speaks first: uWSGI is most often
         # behind uwsgi_pass (its http-socket is the rarer case), gunicorn only speaks http
         up = group.upstream
         self.other_family = up is not None and up.family != _FIRST_FAMILY[cause.event.source]
         self.center = None if cause.lasting else cause.event.time
-        self.start = bisect.bisect_left(group.times, low)
-        self.end = bisect.bisect_right(group.times, high, self.start)
+        times = group.times
+        self.start = bisect.bisect_left(times, low)
+        self.end = bisect.bisect_right(times, high, self.start)
         middle = self.start if self.center is None else bisect.bisect_left(
-            group.times, self.center, self.start, self.end)
+            times, self.center, self.start, self.end)
         self._next_right, self._next_left, self.at = middle, middle - 1, -1
 
-    def step(self) -> bool:
-        """Move to the nearest untaken symptom within reach (``at``); False if none is left."""
+    def step(self) -> tuple[bool, float, bool, int, _Reach] | None:
+        """Move to the nearest untaken symptom within reach (``at``): its heap entry, how
+        good a pair it makes (lower pairs first, within one preference) and the walk
+        (one flat tuple: nested ones cost twice the comparisons); None if none is left."""
         group, center = self.group, self.center
         right = group.right(self._next_right)
         right = right if right < self.end else -1
         left = group.left(self._next_left) if center is not None else -1
         left = left if left >= self.start else -1
         if right < 0 and left < 0:
-            return False
-        if left < 0 or (right >= 0 and center is not None
-                        and group.times[right] - center <= center - group.times[left]):
-            self.at, self._next_right = right, right
+            return None
+        if center is None:
+            self.at = self._next_right = right
+            return (self.undated, 0.0, self.other_family, self.order, self)
+        times = group.times
+        if left < 0 or (right >= 0 and times[right] - center <= center - times[left]):
+            self.at = self._next_right = right
         else:
-            self.at, self._next_left = left, left
-        return True
-
-    def rank(self) -> tuple[int, bool, float, bool, int]:
-        """How good a pair the symptom at ``at`` makes: lower pairs first."""
-        distance = 0.0 if self.center is None else abs(self.group.times[self.at] - self.center)
-        return (self.preference, self.cause.event.time is None, distance, self.other_family,
-                self.order)
+            self.at = self._next_left = left
+        return (self.undated, abs(times[self.at] - center), self.other_family, self.order,
+                self)
 
 
 def _order(event: Event) -> tuple[bool, bool]:
