@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gw502d.classify.block import Block, Paired
+from gw502d.classify.block import Block, Paired, Run
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.events import EVENT_FACTS, FACTS
 from gw502d.classify.matcher import Classifier
@@ -140,14 +140,17 @@ def test_facts_the_hot_regex_captures_are_the_full_regexes(line: bytes) -> None:
     if m is None or m.lastindex is None or hit is None:
         return
     slot = CLASSIFIER.slots[m.lastindex]
-    captures, read = slot.extra_reader(FACTS)
-    (raw,) = list(read([m]))
+    # the pairing facts are all facts of the message: counted with the run's, once
+    captures = tuple(c for c in slot.counted if c[0] in FACTS)
+    assert captures == tuple(c for c in slot.extra if c[0] in FACTS)
+    run = Run(0, slot, [m])
+    (raw,) = run.count_of(captures)
     hot = convert(captures, raw)
     assert hot == {name: hit.facts[name] for name in hot if name in hit.facts}
     assert ("upstream" in hot) == ("upstream" in hit.facts)
-    assert slot.hot_facts(next(iter(slot.evidence_reader()([m])))) == {
-        name: value for name, value in hit.facts.items()
-        if name in slot.hot_facts(next(iter(slot.evidence_reader()([m]))))}
+    (evidence,) = run.count_of(slot.evidence)
+    assert slot.hot_facts(evidence) == {name: value for name, value in hit.facts.items()
+                                        if name in slot.hot_facts(evidence)}
 
 
 # ------------------------------------------------------------------ the prefilter, checked

@@ -10,11 +10,12 @@ once. The daemon's and the scan's stage lists are each written in one place
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from gw502d.classify.matcher import Slot
+from gw502d.classify.matcher import Captures, RawKey, Slot
 from gw502d.parse.syslog import family_of
 
 Match = re.Match[bytes]
@@ -30,12 +31,52 @@ class Paired(NamedTuple):
     n: int
 
 
-class Run(NamedTuple):
-    """One slot's hits in a block, in line order; ``k`` indexes ``catalog.keys``."""
+class Run:
+    """One slot's hits in a block, in line order; ``k`` indexes ``catalog.keys``.
 
-    k: int
-    slot: Slot
-    hits: list[Match]
+    The facts of the message (``slot.counted``: the evidence, the upstream, the worker
+    pid...) are read from the hits once, in C, when a stage first asks, and counted by
+    value; each stage takes its own facts from those counts (:meth:`count_of`), so a
+    storm's line is read once, not once per stage.
+    """
+
+    __slots__ = ("_counted", "_raws", "hits", "k", "slot")
+
+    def __init__(self, k: int, slot: Slot, hits: list[Match]) -> None:
+        self.k, self.slot, self.hits = k, slot, hits
+        self._raws: list[RawKey] | None = None
+        self._counted: Counter[RawKey] | None = None
+
+    def raws(self) -> list[RawKey]:
+        """Each hit's ``slot.counted`` facts, raw, in line order."""
+        if self._raws is None:
+            self._raws = list(self.slot.counted_reader()(self.hits))
+        return self._raws
+
+    def counted(self) -> Counter[RawKey]:
+        """The hits' ``slot.counted`` facts, raw, by distinct value."""
+        if self._counted is None:
+            self._counted = Counter(self.raws())
+        return self._counted
+
+    def count_of(self, captures: Captures) -> Mapping[RawKey, int]:
+        """The hits by the distinct values of *captures* (some of ``slot.counted``, in
+        their order)."""
+        return project(self.counted(), self.slot.counted, captures)
+
+
+def project(counts: Mapping[RawKey, int], have: Captures,
+            want: Captures) -> Mapping[RawKey, int]:
+    """*counts* keyed by values of *have* as counts keyed by those of *want* (a subset):
+    Python per distinct value, none when the two are the same."""
+    if want == have:
+        return counts
+    at = [[name for name, _ in have].index(name) for name, _ in want]
+    out: dict[RawKey, int] = {}
+    for raw, n in counts.items():
+        key = tuple([raw[i] for i in at])
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 @dataclass(slots=True, eq=False)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from gw502d.classify.block import Match
+from gw502d.classify.block import Match, Run
 from gw502d.classify.keys import Key
 from gw502d.classify.matcher import RawKey, Slot
 from gw502d.parse.record import convert, decode
@@ -40,29 +40,39 @@ class Event(NamedTuple):
 
 
 class EventReader:
-    """Reads one slot's hits as :class:`Event`\\ s (built once per slot and kept)."""
+    """Reads one slot's hits as :class:`Event`\\ s (built once per slot and kept).
+
+    The pairing facts are facts of the message (``slot.counted``: a test keeps it so), so
+    they come from the run's counts: a block's hits are read for them once, with the
+    other stages' facts.
+    """
 
     def __init__(self, slot: Slot, key: Key) -> None:
         self._key = key
         self._family = slot.family.name
-        self._captures, self._read = slot.extra_reader(FACTS)
+        self._captures = tuple(c for c in slot.counted if c[0] in FACTS)
+        names = [name for name, _ in slot.counted]
+        self._at = [names.index(name) for name, _ in self._captures]
+        self._whole = self._captures == slot.counted  # the run's values are these facts
         time_capture, self._read_time = slot.extra_reader(("time",))
         self._dated = bool(time_capture)  # the family's prefix has a time
         self._facts: dict[RawKey, dict[str, Any]] = {}
         self._times: dict[bytes, float | None] = {}
 
-    def events(self, hits: list[Match], when: float | None, *, dated: bool,
+    def events(self, run: Run, when: float | None, *, dated: bool,
                at: Sequence[float | None] | None = None,
                span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
-        """The events of *hits*: each at its line's own time with *dated* (*when* for lines
+        """The events of *run*: each at its line's own time with *dated* (*when* for lines
         without one, or the span *span_of* finds around them), else all at *when* (the
         daemon: their arrival). *at*, when given, is each hit's time from its source (a
         journal record's, a syslog prefix's): it wins where it is known."""
-        raws = list(self._read(hits))
         key = self._key
         if not dated and at is None and span_of is None:  # the daemon's file blocks
             return [Event(when, key[0], key[1], self._convert(raw), n=n)
-                    for raw, n in Counter(raws).items()]
+                    for raw, n in run.count_of(self._captures).items()]
+        hits = run.hits
+        raws = run.raws() if self._whole else [
+            tuple([raw[i] for i in self._at]) for raw in run.raws()]
         stamps: list[bytes | float | None] = [
             stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
             else [None] * len(raws)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from operator import attrgetter, methodcaller
 from typing import Any
@@ -116,10 +117,12 @@ class Slot:
 
     Entries that share a template get a variant each: one with a ``when`` predicate matches
     only the values it holds for (compiled into the regex, tried first), the entry without
-    one the rest. The hot regex captures ``evidence`` (the facts the remediation reads) in
-    ``evidence_groups``, and ``extra`` (what the classifier was asked to capture besides,
-    e.g. the facts root causes are paired on, the prefix's ``time`` included) in
-    ``extra_groups``; ``full`` captures every fact of the line.
+    one the rest. The hot regex captures ``evidence`` (the facts the remediation reads) and
+    ``extra`` (what the classifier was asked to capture besides, e.g. the facts root causes
+    are paired on, the prefix's ``time`` included; in ``extra_groups``); ``counted`` (in
+    ``counted_groups``) are the evidence and the message's extra facts, which repeat from
+    line to line: a block's hits are read for them once and counted by value
+    (:class:`~gw502d.classify.block.Run`); ``full`` captures every fact of the line.
     """
 
     group: int
@@ -127,9 +130,10 @@ class Slot:
     incident: Incident
     message: Compiled
     evidence: Captures
-    evidence_groups: tuple[int, ...]
     extra: Captures
     extra_groups: tuple[int, ...]
+    counted: Captures
+    counted_groups: tuple[int, ...]
     full: LazyPattern
     full_captures: tuple[tuple[Captures, int], ...]
     cut_at: int | None = None
@@ -138,9 +142,9 @@ class Slot:
     # captures none there): the readers of hits null these
     hot_cut_facts: frozenset[str] = frozenset()
 
-    def evidence_reader(self) -> FactReader:
-        """Reads the evidence of this slot's hits (raw keys for :meth:`hot_facts`)."""
-        return FactReader(self, self.evidence, self.evidence_groups)
+    def counted_reader(self) -> FactReader:
+        """Reads the ``counted`` facts of this slot's hits."""
+        return FactReader(self, self.counted, self.counted_groups)
 
     def extra_reader(self, names: Iterable[str]) -> tuple[Captures, FactReader]:
         """The extra captures named *names*, and a reader of them in that order."""
@@ -174,6 +178,17 @@ class Slot:
             for name in self.cut_facts:
                 found.pop(name, None)
         return Hit(self.incident, self.add_predicate_facts(found), line)
+
+
+def _counted(hot: Captures, evidence: AbstractSet[str],
+             message_facts: AbstractSet[str]) -> Captures:
+    """The facts a block's hits are counted by: the evidence and the message's other
+    captured facts (a prefix's time differs from line to line), each name once."""
+    chosen: dict[str, tuple[str, Converter]] = {}
+    for name, convert_ in hot:
+        if (name in evidence or name in message_facts) and name not in chosen:
+            chosen[name] = (name, convert_)
+    return tuple(chosen.values())
 
 
 def _factor(items: list[tuple[str, str]]) -> list[str]:
@@ -232,8 +247,8 @@ class Classifier:
 
             self.slots[index[tag]] = replace(
                 slot, group=index[tag],
-                evidence_groups=tuple(group(name) for name, _ in slot.evidence),
-                extra_groups=tuple(group(name) for name, _ in slot.extra))
+                extra_groups=tuple(group(name) for name, _ in slot.extra),
+                counted_groups=tuple(group(name) for name, _ in slot.counted))
 
     def _family(self, fam: Family) -> str:
         variants: dict[str, tuple[Compiled, list[Incident]]] = {}
@@ -301,8 +316,10 @@ class Classifier:
         fmt = FORMATS.get(fam.name)
         self._pending.append((tag, family_tag, Slot(
             group=0, family=fam, incident=incident, message=message,
-            evidence=tuple(c for c in hot if c[0] in evidence), evidence_groups=(),
+            evidence=tuple(c for c in hot if c[0] in evidence),
             extra=tuple(c for c in hot if c[0] in self._capture), extra_groups=(),
+            counted=_counted(hot, evidence, self._capture - {name for name, _ in prefix}),
+            counted_groups=(),
             full=LazyPattern(full_regex.encode()), full_captures=tuple(full_caps),
             cut_at=fmt.cut_at if fmt is not None else None,
             cut_facts=fmt.cut_facts if fmt is not None else frozenset(),

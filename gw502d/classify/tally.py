@@ -106,15 +106,15 @@ class Tally:
 
             return companion
         k = self._index[incident.key]
-        read = slot.evidence_reader() if slot.evidence else None
 
         def hits(ms: list[Match]) -> None:
             self._count(k, ms)
-            if read is not None:
+            run = Run(k, slot, ms)
+            if slot.evidence:
                 if self.evidence_slot[k] is None:
                     self.evidence_slot[k] = slot
-                self._note(k, Counter(read(ms)))
-            self._runs.append(Run(k, slot, ms))
+                self._note(k, run.count_of(slot.evidence))
+            self._runs.append(run)
 
         return hits
 
@@ -129,7 +129,7 @@ class Tally:
                 self._new[k] = at
                 self.first_line[k] = ms[0].string
 
-    def _note(self, k: int, found: Counter[RawKey]) -> None:
+    def _note(self, k: int, found: Mapping[RawKey, int]) -> None:
         seen = self.evidence[k]
         for raw, n in found.items():
             if raw in seen:

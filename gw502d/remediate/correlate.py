@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count, islice
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from gw502d.classify.events import Event
@@ -53,7 +53,7 @@ _BACKLOG, _INVALID = "upstream_backlog_full", "upstream_invalid_header"
 _UWSGI_OR_HTTP = frozenset({"uwsgi", "proxy"})  # uWSGI serves http-socket too
 _HTTP = frozenset({"proxy"})
 _FIRST_FAMILY = {"uwsgi": "uwsgi", "gunicorn": "proxy"}
-_TIME = attrgetter("time")
+_FIRST = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,10 +387,10 @@ def offline_sides(events: Sequence[Event], pairing: Pairing,
                        _Waiting(high, event, n, cause), kind.explains))
     # a storm's symptoms: the most events by far, sorted by time alone (stable: as
     # sorting them among the causes would)
-    symptoms = [_Waiting(e.time, e, e.n, None, _upstream(up) if (up := e.facts.get("upstream"))
+    symptoms = [_Waiting(t, e, e.n, None, _upstream(up) if (up := e.facts.get("upstream"))
                          else None)
-                for e in sorted((e for e in events if e.time is not None
-                                 and (e.incident, e.source) in SYMPTOMS), key=_TIME)]
+                for t, e in sorted(((e.time, e) for e in events if e.time is not None
+                                    and (e.incident, e.source) in SYMPTOMS), key=_FIRST)]
     found: dict[tuple[str, Upstream | None], list[_Waiting]] = {}
     for s in symptoms:  # in time order: each group is sorted
         found.setdefault((s.event.incident, s.upstream), []).append(s)

@@ -50,8 +50,8 @@ class _Readers:
                span_of: Callable[[Match], Span | None] | None = None) -> list[Event]:
         out: list[Event] = []
         index: dict[int, int] | None = None  # line (by id) -> its index, for block.times
-        for k, slot, hits in block.runs:
-            key = self._keys[k]
+        for run in block.runs:
+            key, slot, hits = self._keys[run.k], run.slot, run.hits
             if key not in WATCHED:
                 continue
             entry = self._readers.get(id(slot))
@@ -64,7 +64,7 @@ class _Readers:
                 at = [source_time(block.times[index[id(m.string)]]) for m in hits]
             fmt = FORMATS.get(slot.family.name)
             spans = span_of if fmt is not None and fmt.anchors else None
-            out += entry[1].events(hits, None if dated else block.time, dated=dated, at=at,
+            out += entry[1].events(run, None if dated else block.time, dated=dated, at=at,
                                    span_of=spans)
         return out
 

@@ -31,7 +31,6 @@ from gw502d.remediate.advice import remediation_for
 from gw502d.remediate.correlate import DEFAULT_WINDOW, SYMPTOMS, Pairing
 from gw502d.remediate.root_causes import Timeline, source_time
 from gw502d.source.inputs import InputError, blocks, expand
-from gw502d.source.journal import JournalError, JournalReader
 from gw502d.source.lines import MAX_LINE
 
 # A file is read as syslog when this share of its first lines have a syslog prefix
@@ -156,7 +155,7 @@ def scan(catalog: Catalog, paths: list[str], *, max_line: int = MAX_LINE,
                 result.lines += len(block.lines)
                 if progress is not None:
                     progress(sum(map(len, block.lines)) + len(block.lines))
-        except (InputError, JournalError) as exc:
+        except InputError as exc:
             result.errors.append(str(exc))
             continue
         result.files.append(path)
@@ -183,6 +182,12 @@ def _file_blocks(path: str, max_line: int) -> Iterator[Block]:
 
 
 def _journal_blocks(path: str, max_line: int) -> Iterator[Block]:
-    """A journal's blocks, each line at its record's time."""
-    for found in JournalReader(path, max_line=max_line):
-        yield Block(path, None, found.lines, 0.0, found.times)
+    """A journal's blocks, each line at its record's time (its reader imported here: a
+    scan of files does not pay for it at start)."""
+    from gw502d.source.journal import JournalError, JournalReader  # noqa: PLC0415
+
+    try:
+        for found in JournalReader(path, max_line=max_line):
+            yield Block(path, None, found.lines, 0.0, found.times)
+    except JournalError as exc:
+        raise InputError(str(exc)) from exc
