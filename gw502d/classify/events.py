@@ -9,7 +9,9 @@ conversion runs per distinct value. An :class:`Event` stands for ``n`` identical
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter, methodcaller
 from typing import Any, NamedTuple
 
 from gw502d.classify.block import Match, Run
@@ -52,10 +54,18 @@ class EventReader:
         self._family = slot.family.name
         self._captures = tuple(c for c in slot.counted if c[0] in FACTS)
         names = [name for name, _ in slot.counted]
-        self._at = [names.index(name) for name, _ in self._captures]
-        self._whole = self._captures == slot.counted  # the run's values are these facts
-        time_capture, self._read_time = slot.extra_reader(("time",))
-        self._dated = bool(time_capture)  # the family's prefix has a time
+        at = [names.index(name) for name, _ in self._captures]
+        # each hit's facts from the run's values, in C (itemgetter of one index gives
+        # the value itself: zip makes it a tuple); None: the run's values are these facts
+        self._pick: Callable[[list[RawKey]], Iterable[RawKey]] | None = (
+            None if self._captures == slot.counted
+            else (lambda raws: repeat((), len(raws))) if not at
+            else (lambda raws: zip(map(itemgetter(at[0]), raws))) if len(at) == 1
+            else (lambda raws: map(itemgetter(*at), raws)))
+        # each hit's time text, read in C (None: the family's prefix has no time)
+        self._stamp = next((methodcaller("group", group) for (name, _), group
+                            in zip(slot.extra, slot.extra_groups, strict=True)
+                            if name == "time"), None)
         self._facts: dict[RawKey, dict[str, Any]] = {}
         self._times: dict[bytes, float | None] = {}
 
@@ -71,11 +81,9 @@ class EventReader:
             return [Event(when, key[0], key[1], self._convert(raw), n=n)
                     for raw, n in run.count_of(self._captures).items()]
         hits = run.hits
-        raws = run.raws() if self._whole else [
-            tuple([raw[i] for i in self._at]) for raw in run.raws()]
-        stamps: list[bytes | float | None] = [
-            stamp for (stamp,) in self._read_time(hits)] if dated and self._dated \
-            else [None] * len(raws)
+        raws = run.raws() if self._pick is None else list(self._pick(run.raws()))
+        stamps: list[bytes | float | None] = list(map(self._stamp, hits)) \
+            if dated and self._stamp is not None else [None] * len(raws)
         if at is not None:
             stamps = [s if a is None else a for a, s in zip(at, stamps, strict=True)]
         # counted in C: a storm's hits cost no Python each
