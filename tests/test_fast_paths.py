@@ -153,6 +153,27 @@ def test_facts_the_hot_regex_captures_are_the_full_regexes(line: bytes) -> None:
                                         if name in slot.hot_facts(evidence)}
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(LINES + _AT_THE_CUT), max_size=60))
+def test_a_runs_counts_are_its_hits_read_one_by_one(lines: list[bytes]) -> None:
+    """Each stage's facts taken from the run's counts (read once, projected) are the ones
+    the full regex reads from each hit alone."""
+    block = Block("log", None, lines, 0.0)
+    Tallies(CATALOG, capture=EVENT_FACTS).count(block)
+    for run in block.runs:
+        slot = run.slot
+        for captures in (slot.evidence, tuple(c for c in slot.counted if c[0] in FACTS),
+                         tuple(c for c in slot.evidence if c[0] == "upstream"), slot.counted):
+            names = [name for name, _ in captures]
+            counted: Counter[frozenset[tuple[str, Any]]] = Counter()
+            for raw, n in run.count_of(captures).items():
+                counted[frozenset(convert(captures, raw).items())] += n
+            alone = Counter(frozenset((name, value) for name, value in
+                                      slot.resolve(m.string).facts.items() if name in names)
+                            for m in run.hits)
+            assert counted == alone
+
+
 # ------------------------------------------------------------------ the prefilter, checked
 
 def _mutated(line: bytes, at: int, text: bytes, cut: bool) -> bytes:
