@@ -4,9 +4,10 @@ The per-line path is ``filter(None, map(match, lines))`` in C, over the lines th
 prefilter names (:mod:`gw502d.classify.prefilter`) when it can look first. The hits of a block are
 then sorted by slot (``m.lastindex``) and each slot's run goes to a handler built once per
 slot, runs in the order of their last hits (so the last line kept is the block's last):
-it adds the run's length to a list element and, when the remediation needs facts, counts
-the raw bytes of those few groups with a ``Counter`` (also in C). Python work is per slot
-and block, not per line. Exporters and reports read these numbers when asked (a scrape,
+it adds the run's length to a list element and, when the remediation needs facts, takes
+them from the run's counts (:class:`~gw502d.classify.block.Run`: the raw bytes of those
+few groups, read and counted in C once for every stage). Python work is per slot and
+block, not per line. Exporters and reports read these numbers when asked (a scrape,
 the end of a scan); nothing here locks or logs.
 """
 
