@@ -356,8 +356,8 @@ def pair_offline(events: Sequence[Event], window: float = DEFAULT_WINDOW) -> Pai
 
 
 class Sides(NamedTuple):
-    """A scan's events ready to pair: each cause with the times it reaches and the
-    incidents it explains, best first (in time order), and the symptoms grouped by
+    """A scan's events ready to pair: the causes in time order, each with the times it
+    reaches and the incidents it explains (best first), and the symptoms grouped by
     incident and upstream."""
 
     causes: list[tuple[float, float, _Waiting, tuple[str, ...]]]
