@@ -28,6 +28,7 @@ from tests.servers.harness import (
     WSGI_APP,
     Proc,
     _gunicorn_no_control_socket,
+    after_match,
     free_port,
     make_workdir,
     read_lines,
@@ -201,7 +202,7 @@ server {{
         self.procs["nginx"].send_signal(signal.SIGHUP)
         lines = wait_for_line(self.log / "nginx-error.log", "reconfiguring", 10, start=seen)
         wait_for_line(self.log / "nginx-error.log", "start worker process ", 10,
-                      start=len(lines) - 1)
+                      start=after_match(lines, "reconfiguring", seen))
         for name in ("uwsgi", "gunicorn"):
             self.procs.pop(name).stop()
         self._start_uwsgi()

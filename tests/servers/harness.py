@@ -87,6 +87,13 @@ def read_lines(path: Path) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()
 
 
+def after_match(lines: list[str], match: Matcher, start: int = 0) -> int:
+    """The index after the first of *lines* (from *start*) that *match* matches: where to
+    look for what follows it. Not ``len(lines)``: the read that found it may already hold
+    the lines written after it (a respawned worker's boot line)."""
+    return next(i for i in range(start, len(lines)) if _matches(lines[i], match)) + 1
+
+
 def wait_for_line(
     path: Path, match: Matcher, timeout: float = 10.0, *, start: int = 0
 ) -> list[str]:

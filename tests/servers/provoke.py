@@ -36,6 +36,7 @@ from tests.servers.harness import (
     Nginx,
     Server,
     Uwsgi,
+    after_match,
     free_port,
     make_workdir,
     read_lines,
@@ -1081,7 +1082,8 @@ def gunicorn_worker_timeout(
         with _running(g, nginx):
             resp = http_request(nginx.port, "/sleep?s=5", timeout=8)
             lines = g.wait_for_line("WORKER TIMEOUT", 6)
-            g.wait_for_line("Booting worker with pid", 6, start=len(lines))
+            g.wait_for_line("Booting worker with pid", 6,
+                            start=after_match(lines, "WORKER TIMEOUT"))
             time.sleep(0.3)
         pid = g.worker_pids()[0]
         return _gunicorn_capture(
@@ -1121,7 +1123,7 @@ def gunicorn_worker_killed(
             else:
                 resp = http_request(nginx.port, "/crash?sig=9", timeout=5)
             lines = g.wait_for_line(KILLED, 5)
-            g.wait_for_line("Booting worker with pid", 5, start=len(lines) - 1)
+            g.wait_for_line("Booting worker with pid", 5, start=after_match(lines, KILLED))
             time.sleep(0.3)
         return _gunicorn_capture(
             g,
@@ -1503,8 +1505,9 @@ def gunicorn_worker_crashed(
         nginx = Nginx(tmp, pass_block("proxy", g.port))
         with _running(g, nginx):
             resp = http_request(nginx.port, "/crash?sig=11", timeout=5)
-            lines = g.wait_for_line(re.compile(r"(signal 11|SIGSEGV|code 139)"), 5)
-            g.wait_for_line("Booting worker with pid", 5, start=len(lines) - 1)
+            crashed = re.compile(r"(signal 11|SIGSEGV|code 139)")
+            lines = g.wait_for_line(crashed, 5)
+            g.wait_for_line("Booting worker with pid", 5, start=after_match(lines, crashed))
             time.sleep(0.3)
         return _gunicorn_capture(
             g, "worker_crashed", "", [re.compile(r"(signal 11|SIGSEGV|code 139)")], nginx=nginx,
