@@ -143,7 +143,7 @@ def test_facts_the_hot_regex_captures_are_the_full_regexes(line: bytes) -> None:
     # the pairing facts are all facts of the message: counted with the run's, once
     captures = tuple(c for c in slot.counted if c[0] in FACTS)
     assert captures == tuple(c for c in slot.extra if c[0] in FACTS)
-    run = Run(0, slot, [m])
+    run = Run(0, slot, [m], slot.counted_reader())
     (raw,) = run.count_of(captures)
     hot = convert(captures, raw)
     assert hot == {name: hit.facts[name] for name in hot if name in hit.facts}

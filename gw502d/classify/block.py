@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -40,17 +40,19 @@ class Run:
     storm's line is read once, not once per stage.
     """
 
-    __slots__ = ("_counted", "_raws", "hits", "k", "slot")
+    __slots__ = ("_counted", "_raws", "_read", "hits", "k", "slot")
 
-    def __init__(self, k: int, slot: Slot, hits: list[Match]) -> None:
-        self.k, self.slot, self.hits = k, slot, hits
+    def __init__(self, k: int, slot: Slot, hits: list[Match],
+                 read: Callable[[list[Match]], Iterable[RawKey]]) -> None:
+        """*read*: the slot's ``counted_reader()``, built once per slot by the tally."""
+        self.k, self.slot, self.hits, self._read = k, slot, hits, read
         self._raws: list[RawKey] | None = None
         self._counted: Counter[RawKey] | None = None
 
     def raws(self) -> list[RawKey]:
         """Each hit's ``slot.counted`` facts, raw, in line order."""
         if self._raws is None:
-            self._raws = list(self.slot.counted_reader()(self.hits))
+            self._raws = list(self._read(self.hits))
         return self._raws
 
     def counted(self) -> Counter[RawKey]:
@@ -69,14 +71,22 @@ def project(counts: Mapping[RawKey, int], have: Captures,
             want: Captures) -> Mapping[RawKey, int]:
     """*counts* keyed by values of *have* as counts keyed by those of *want* (a subset):
     Python per distinct value, none when the two are the same."""
-    if want == have:
+    at = positions(have, want)
+    if at is None:
         return counts
-    at = [[name for name, _ in have].index(name) for name, _ in want]
     out: dict[RawKey, int] = {}
     for raw, n in counts.items():
         key = tuple([raw[i] for i in at])
         out[key] = out.get(key, 0) + n
     return out
+
+
+def positions(have: Captures, want: Captures) -> list[int] | None:
+    """Where each of *want* is among *have* (None: they are the same)."""
+    if want == have:
+        return None
+    names = [name for name, _ in have]
+    return [names.index(name) for name, _ in want]
 
 
 @dataclass(slots=True, eq=False)

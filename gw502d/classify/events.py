@@ -14,7 +14,7 @@ from itertools import repeat
 from operator import itemgetter, methodcaller
 from typing import Any, NamedTuple
 
-from gw502d.classify.block import Match, Run
+from gw502d.classify.block import Match, Run, positions
 from gw502d.classify.keys import Key
 from gw502d.classify.matcher import RawKey, Slot
 from gw502d.parse.record import convert, decode
@@ -53,12 +53,11 @@ class EventReader:
         self._key = key
         self._family = slot.family.name
         self._captures = tuple(c for c in slot.counted if c[0] in FACTS)
-        names = [name for name, _ in slot.counted]
-        at = [names.index(name) for name, _ in self._captures]
+        at = positions(slot.counted, self._captures)
         # each hit's facts from the run's values, in C (itemgetter of one index gives
         # the value itself: zip makes it a tuple); None: the run's values are these facts
         self._pick: Callable[[list[RawKey]], Iterable[RawKey]] | None = (
-            None if self._captures == slot.counted
+            None if at is None
             else (lambda raws: repeat((), len(raws))) if not at
             else (lambda raws: zip(map(itemgetter(at[0]), raws))) if len(at) == 1
             else (lambda raws: map(itemgetter(*at), raws)))

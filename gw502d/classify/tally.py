@@ -107,10 +107,11 @@ class Tally:
 
             return companion
         k = self._index[incident.key]
+        read = slot.counted_reader()
 
         def hits(ms: list[Match]) -> None:
             self._count(k, ms)
-            run = Run(k, slot, ms)
+            run = Run(k, slot, ms, read)
             if slot.evidence:
                 if self.evidence_slot[k] is None:
                     self.evidence_slot[k] = slot
