@@ -21,6 +21,7 @@ from gw502d.remediate.nginx import render
 from gw502d.scan.engine import ScanResult, scan
 from tests.servers.harness import (
     DEFAULT_NGINX_USER,
+    HARAKIRI_SLEEP,
     Gunicorn,
     Nginx,
     Uwsgi,
@@ -163,7 +164,7 @@ def test_protocol_mismatch_behind_proxy_pass() -> None:
 
 def test_harakiri_kills_before_nginx_read_timeout() -> None:
     """The trap: uwsgi_read_timeout was already raised; harakiri kills first."""
-    slow = [("/sleep?s=3.5", {})]  # harakiri 1 fires up to ~2 s in: checked each second
+    slow = [(HARAKIRI_SLEEP, {})]
     trap = {"uwsgi_read_timeout": "30s"}
     before = run_round(uwsgi({"harakiri": 1}), passing("uwsgi", trap), slow,
                        settle="HARAKIRI ON WORKER")

@@ -22,7 +22,7 @@ from gw502d.classify.catalog import load_catalog
 from gw502d.cli import main
 from gw502d.scan.engine import scan
 from tests.fix_host import FixHost, Request, fix_host
-from tests.servers.harness import DEFAULT_NGINX_USER, wait_for_line
+from tests.servers.harness import DEFAULT_NGINX_USER, HARAKIRI_SLEEP, wait_for_line
 
 pytestmark = pytest.mark.servers
 
@@ -135,7 +135,7 @@ def test_nginx_gives_up_first(host: FixHost, capsys: pytest.CaptureFixture[str])
 def test_harakiri_kills_first(host: FixHost, capsys: pytest.CaptureFixture[str]) -> None:
     """uwsgi_read_timeout is 30s already: raising it changes nothing, harakiri kills."""
     host.uwsgi = {"harakiri": "1"}
-    loop = round_trip(host, capsys, [("/api/sleep?s=3.5", {})],
+    loop = round_trip(host, capsys, [("/api" + HARAKIRI_SLEEP, {})],
                       settle=("uwsgi.log", "HARAKIRI ON WORKER"))
     assert loop.before == [502]
     assert _changed(loop.diff) == ["harakiri = 30", "uwsgi_read_timeout 45s;"]

@@ -34,7 +34,14 @@ from tests.daemon import (
     series,
     wait_counts,
 )
-from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
+from tests.servers.harness import (
+    HARAKIRI_SLEEP,
+    HARAKIRI_WAIT,
+    Nginx,
+    Uwsgi,
+    make_workdir,
+    wait_for_line,
+)
 from tests.servers.journal import (
     JournalStream,
     JournalWriter,
@@ -376,8 +383,8 @@ def test_a_uwsgi_units_harakiri_pairs_with_nginx_live_and_in_a_scan(daemon_facto
         d.start()
         with JournalStream(w) as stream, \
                 StdoutPump(uw.log_path, stream, unit=UNIT, ident="uwsgi") as pump, uw, nginx:
-            assert status_of(http_request(nginx.port, "/sleep?s=3")) == 502
-            wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
+            assert status_of(http_request(nginx.port, HARAKIRI_SLEEP)) == 502
+            wait_for_line(uw.log_path, "Respawned uWSGI worker", HARAKIRI_WAIT)
             wait_for_line(nginx.log_path, "prematurely closed", 3)
             d.wait_for(lambda: series(d.metrics(), "gw502d_root_causes_total")[frozenset(
                 {("incident", "upstream_premature_close"), ("cause", "worker_harakiri")})] == 1,

@@ -42,7 +42,7 @@ from gw502d.source.follower import LogStats
 from gw502d.source.spec import LogSpec
 from tests.browser import chrome, console, csp_violations, emulate, screenshot
 from tests.daemon import DaemonProcess, append, config_text, incidents, series
-from tests.servers.harness import HOST, Nginx, Uwsgi, free_port, make_workdir
+from tests.servers.harness import HARAKIRI_SLEEP, HOST, Nginx, Uwsgi, free_port, make_workdir
 from tests.servers.provoke import (
     FakeUpstream,
     _parallel,
@@ -322,7 +322,7 @@ def _provoke(d: DaemonProcess, port: int, closing_port: int,
              gunicorn_log: Path) -> dict[tuple[str, str], int]:
     """The incident mix; the daemon's counts once it has read it all."""
     # uWSGI's harakiri kills three workers mid-request: nginx says "premature close"
-    _parallel(lambda: http_request(port, "/sleep?s=3"), 3)
+    _parallel(lambda: http_request(port, HARAKIRI_SLEEP), 3)
     for _ in range(2):
         http_request(port, "/big-header?n=8192")
     pair = frozenset({("incident", "upstream_premature_close"), ("cause", "worker_harakiri")})

@@ -41,7 +41,14 @@ from gw502d.remediate.correlate import (
 from gw502d.remediate.root_causes import RootCauses, Timeline
 from gw502d.source.spec import LogSpec
 from tests.samples import HARAKIRI, NGINX_CLOSE
-from tests.servers.harness import Nginx, Uwsgi, make_workdir, wait_for_line
+from tests.servers.harness import (
+    HARAKIRI_SLEEP,
+    HARAKIRI_WAIT,
+    Nginx,
+    Uwsgi,
+    make_workdir,
+    wait_for_line,
+)
 from tests.servers.provoke import (
     Capture,
     gunicorn_worker_killed,
@@ -277,8 +284,8 @@ def test_scan_dated_uwsgi_log_pairs_by_time(tmp_path: Path) -> None:
         assert uw.port is not None
         nginx = Nginx(work, pass_block("uwsgi", uw.port))
         with uw, nginx:
-            assert status_of(http_request(nginx.port, "/sleep?s=3")) == 502
-            wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
+            assert status_of(http_request(nginx.port, HARAKIRI_SLEEP)) == 502
+            wait_for_line(uw.log_path, "Respawned uWSGI worker", HARAKIRI_WAIT)
             wait_for_line(nginx.log_path, "prematurely closed", 3)
         error_log = nginx.log_path.read_bytes()
         uwsgi_log = uw.log_path.read_bytes()

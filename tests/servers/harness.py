@@ -31,6 +31,11 @@ NGINX_BIN = shutil.which("nginx") or "/usr/sbin/nginx"
 UWSGI_BIN = shutil.which("uwsgi") or "/usr/bin/uwsgi"
 #: nginx workers need an unprivileged user when the master runs as root (Debian has www-data).
 DEFAULT_NGINX_USER: str | None = "www-data" if os.geteuid() == 0 else None
+#: A request that uWSGI's --harakiri 1 surely kills: the master looks every 3 s against a
+#: deadline in whole seconds, so the kill comes 1-4 s in (a 3 s request escaped it in CI).
+HARAKIRI_SLEEP = "/sleep?s=6"
+#: How long the kill and the respawn after it may take from the request's start.
+HARAKIRI_WAIT = 8.0
 
 Matcher = str | bytes | re.Pattern[str] | Callable[[str], bool]
 

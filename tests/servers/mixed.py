@@ -112,7 +112,7 @@ def record(out: Path, *, log_date: bool = False) -> dict[str, Any]:
         # 4. a harakiri while another direct HTTP request and a 504 overlap it
         phase = _Phase(nginx, uw)
         long = threading.Thread(target=lambda: statuses.update(
-            harakiri=status_of(http_request(nginx.port, "/sleep?s=8&req=harakiri", timeout=15))))
+            harakiri=status_of(http_request(nginx.port, "/sleep?s=10&req=harakiri", timeout=15))))
         long.start()
         time.sleep(0.5)
         slow2 = threading.Thread(target=lambda: statuses.update(

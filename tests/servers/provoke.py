@@ -29,6 +29,8 @@ from typing import Literal
 
 from tests.servers.harness import (
     DEFAULT_NGINX_USER,
+    HARAKIRI_SLEEP,
+    HARAKIRI_WAIT,
     HOST,
     FlaskDev,
     Gunicorn,
@@ -940,7 +942,7 @@ def _uwsgi_worker_lost(
         nginx = Nginx(tmp, pass_block("uwsgi", uw.port))
         with _running(uw, nginx):
             resp = http_request(nginx.port, path)
-            wait_for_line(uw.log_path, "Respawned uWSGI worker", 6)
+            wait_for_line(uw.log_path, "Respawned uWSGI worker", HARAKIRI_WAIT)
             _wait_quietly(nginx.log_path, "[error]", 2)
             time.sleep(0.3)
         return _uwsgi_capture(
@@ -952,14 +954,14 @@ def _uwsgi_worker_lost(
 def uwsgi_worker_harakiri(
     base: Path | None = None, version: Version = UWSGI_DEBIAN, graceful: bool = False
 ) -> Capture:
-    """--harakiri 1 and a 3 s request behind nginx: the master kills the stuck worker
+    """--harakiri 1 and a 6 s request behind nginx: the master kills the stuck worker
     (graceful: uWSGI >= 2.0.27 first sends SIGTERM, then kills harakiri-graceful-timeout
     seconds later)."""
     options: dict[str, object] = {"harakiri": 1}
     if graceful:
         options["harakiri-graceful-timeout"] = 1
     return _uwsgi_worker_lost(
-        options, "/sleep?s=3", "worker_harakiri", "graceful" if graceful else "",
+        options, HARAKIRI_SLEEP, "worker_harakiri", "graceful" if graceful else "",
         ["HARAKIRI", "DAMN ! worker", "Respawned uWSGI worker"], "HARAKIRI ON WORKER",
         base, version,
     )
