@@ -264,6 +264,19 @@ def test_a_death_after_its_harakiri_is_one_event_in_line_order():
     assert tally.companions[tally.companion_keys.index(("worker_harakiri", "uwsgi"))] == 2
 
 
+def test_a_harakiris_report_lines_wait_for_no_end():
+    """uWSGI's report after the kill (typed in the shape Debian's uWSGI 2.0.21 writes) is
+    the harakiri's companion lines: they name no worker pid, and only the kill waits for
+    the death (the report's lines were remembered under the pid "None" before)."""
+    report = [b"Thu May  2 10:00:00 2024 - HARAKIRI !!! worker 1 status !!!",
+              b"Thu May  2 10:00:00 2024 - HARAKIRI [core 0] 127.0.0.1 - GET /sleep?s=6 "
+              b"since 1714644000",
+              b"Thu May  2 10:00:00 2024 - HARAKIRI !!! end of worker 1 status !!!"]
+    tally = tally_of(HARAKIRI_77, *report)
+    assert tally.companions[tally.companion_keys.index(("worker_harakiri", "uwsgi"))] == 3
+    assert tally.pending_ends() == {"worker_harakiri": {"uwsgi": [[1, "77"]]}}
+
+
 def test_an_event_waiting_for_its_end_survives_a_block_and_a_restart():
     first = tally_of(HARAKIRI_77)
     saved = first.pending_ends()

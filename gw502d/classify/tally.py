@@ -74,9 +74,11 @@ class Tally:
             [i.key for i in incidents if i.companion] + list(targets)))
         # events waiting for the line that ends them: values of the ``same`` facts -> count
         self._recent: dict[Key, dict[tuple[Any, ...], int]] = {key: {} for key in targets}
+        # a companion line (a harakiri's status report) neither ends an event nor is one
         self._linked = {group: _Link(slot, targets)
                         for group, slot in classifier.slots.items()
-                        if slot.incident.consequence_of or slot.incident.key in targets}
+                        if not slot.incident.companion
+                        and (slot.incident.consequence_of or slot.incident.key in targets)}
         n = len(self.keys)
         self.counts = [0] * n
         self.companions = [0] * len(self.companion_keys)
