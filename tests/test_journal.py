@@ -423,10 +423,11 @@ def test_a_malformed_saved_cursor_is_ignored(tmp_path: Path) -> None:
 def test_torture_sigkills_during_appends_count_every_entry_once(
         tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """A writer appends numbered entries of our unit between other units' entries, in
-    batches, sometimes to a new file or a new boot; a child follows them and saves its
-    count with the cursor (atomically, like the daemon's snapshot) while it is SIGKILLed at
-    random moments and restarted from its snapshot. At the end the child has seen each
-    number exactly once, in order. About 10 s by default; 60 s with ``-m slow``."""
+    batches, sometimes after a rotation (as journald's) or in a new boot; a child follows
+    them and saves its count with the cursor (atomically, like the daemon's snapshot) while
+    it is SIGKILLed at random moments and restarted from its snapshot. At the end the
+    child has seen each number exactly once, in order. About 10 s by default; 60 s with
+    ``-m slow``."""
     seconds, seed, rng = torture_run(request.config.getoption("markexpr"), 10.0)
     jdir = tmp_path / "journal"
     jdir.mkdir()
@@ -471,8 +472,8 @@ def test_torture_sigkills_during_appends_count_every_entry_once(
                 n += 1
             if rng.random() < 0.05:
                 files += 1
-                w.path = jdir / f"system@{files}.journal"
-                schedule.append((first, f"seq {first}.. to a new file, {w.path.name}"))
+                archive = w.rotate()
+                schedule.append((first, f"seq {first}.. to a new file, {archive.name} archived"))
             if rng.random() < 0.03:
                 w.new_boot()
                 schedule.append((first, f"seq {first}.. in a new boot"))

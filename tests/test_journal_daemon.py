@@ -315,7 +315,7 @@ def test_scan_reads_journals_with_their_times(tmp_path: Path, jdir: Path) -> Non
 def test_torture_sigkills_during_appends_count_every_line_once(
         tmp_path: Path, jdir: Path, request: pytest.FixtureRequest) -> None:
     """A writer appends the catalog's example lines to the journal (in batches, between
-    other units' entries, sometimes to a new file or as a new boot) and nginx's to its
+    other units' entries, sometimes after a rotation or as a new boot) and nginx's to its
     error log, while the daemon is SIGKILLed at random moments and started again; at the
     end every incident and companion count is exact. About 20 s; ``GW502D_TORTURE_SECONDS``
     sets it."""
@@ -334,7 +334,7 @@ def test_torture_sigkills_during_appends_count_every_line_once(
             families = tuple(f for f in IDENTS if rng.random() < 0.6) or ("uwsgi",)
             if rng.random() < 0.05:
                 files += 1
-                w.path = jdir / f"system@{files}.journal"
+                w.rotate()
             if rng.random() < 0.03:
                 w.new_boot()
             feeder.feed(families, nginx=rng.random() < 0.5)
