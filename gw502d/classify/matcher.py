@@ -5,11 +5,9 @@ joined in one alternation, matched with ``re.match`` on raw bytes. A line that i
 incident is rejected in C within a few bytes of its structured prefix and never reaches
 Python. Two details keep that fast:
 
-- ``m.lastindex`` names the :class:`Slot`: the last group a match closes is one of its
-  variant's own, or the empty marker group a variant ends with when no group of its own
-  is sure to take part (every group costs every ``match`` call, so markers only where
-  needed); no branch starts with a group (sre skips a branch whose first literal or
-  character class does not match without entering it);
+- each variant ends with an empty marker group; it closes last, so ``m.lastindex`` names
+  the :class:`Slot`, and no branch starts with a group (sre skips a branch whose first
+  literal or character class does not match without entering it);
 - the hot regex captures only the facts the remediation needs (the incident's
   ``evidence``) and those the caller asks for at build time (``capture``: root causes are
   paired on a line's time, upstream and worker pid); all facts of a hit come from the
@@ -28,8 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from operator import attrgetter, methodcaller
-from re import _constants as sre  # type: ignore[attr-defined]
-from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 from gw502d.classify.catalog import Catalog, Family, Incident
@@ -217,26 +213,6 @@ def _factor(items: list[tuple[str, str]]) -> list[str]:
     return out + [rest for _, rest in done]
 
 
-def _names_itself(body: str, tag: str, cut: str | None) -> bool:
-    """Whether every match of a variant's *body* passes through a group of its own (named
-    ``{tag}_...``, outside any branch or repeat): the last group a match closes is then
-    the variant's, and ``m.lastindex`` names it without a marker group. Each group costs
-    every ``match`` call, failed ones too (sre sizes its state by the pattern's groups)."""
-    defined = f"(?P<{cut}>)" if cut is not None and f"({cut})" in body else ""
-    parsed = sre_parse.parse(defined + body)
-    names = {i: name for name, i in parsed.state.groupdict.items()}
-
-    def through(items: Iterable[tuple[Any, Any]]) -> bool:
-        for op, value in items:
-            if op is sre.SUBPATTERN:
-                group, _, _, inner = value
-                if names.get(group, "").startswith(f"{tag}_") or through(inner):
-                    return True
-        return False
-
-    return through(parsed)
-
-
 class Classifier:
     """Compiled catalog. ``match`` is the hot-path entry point; ``classify`` the full one.
 
@@ -264,18 +240,15 @@ class Classifier:
         self.match = self.pattern.match
         self.prefilter = prefilter(slot.message.regex for _, _, slot in self._pending)
         index = self.pattern.groupindex
-        #: each slot under every group of its own (``m.lastindex`` is one of them)
         self.slots: dict[int, Slot] = {}
         for tag, family_tag, slot in self._pending:
             def group(name: str, tag: str = tag, family_tag: str = family_tag) -> int:
                 return index.get(f"{tag}_{name}") or index[f"{family_tag}_{name}"]
 
-            own = [i for name, i in index.items() if name == tag or name.startswith(f"{tag}_")]
-            built = replace(
-                slot, group=index.get(tag, own[0]),
+            self.slots[index[tag]] = replace(
+                slot, group=index[tag],
                 extra_groups=tuple(group(name) for name, _ in slot.extra),
                 counted_groups=tuple(group(name) for name, _ in slot.counted))
-            self.slots.update(dict.fromkeys(own, built))
 
     def _family(self, fam: Family) -> str:
         variants: dict[str, tuple[Compiled, list[Incident]]] = {}
@@ -311,9 +284,8 @@ class Classifier:
               prefix: Captures, *, cut: str | None) -> tuple[str, str]:
         """Register the slot for one variant; return its hot regex as (lead, rest).
 
-        Groups are named after the slot (``s3_upstream``, marker ``s3`` if it needs one):
-        factoring reorders the alternatives, so their numbers are only known once the whole
-        regex is built.
+        Groups are named after the slot (``s3_upstream``, marker ``s3``): factoring reorders
+        the alternatives, so their numbers are only known once the whole regex is built.
         """
         evidence = set(incident.evidence)
         wanted = evidence | self._capture
@@ -354,7 +326,7 @@ class Classifier:
             hot_cut_facts=frozenset(name for name, _ in (hot_message.captures if cut else hot)
                                     if fmt is not None and name in fmt.cut_facts),
         )))
-        return hot_message.lead, body if _names_itself(body, tag, cut) else f"{body}(?P<{tag}>)"
+        return hot_message.lead, f"{body}(?P<{tag}>)"
 
     def hits(self, lines: list[bytes]) -> list[re.Match[bytes]]:
         """The matches among *lines*, in line order: of the lines the prefilter names, or
