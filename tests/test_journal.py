@@ -312,6 +312,38 @@ def test_vacuumed_past_the_cursor_is_reported_and_followed_from_the_oldest(
     assert any("vacuumed" in e["event"] for e in logs)
 
 
+def test_a_cursor_the_probe_misses_resumes_at_its_time_not_from_the_oldest(
+        tmp_path: Path) -> None:
+    """The probe once missed an entry that was there (the torture test, whose writer
+    renames files as journald rotates): resuming from the oldest entry counted every entry
+    again. Now the follower resumes at the cursor's own time: what came after it, once.
+    The miss is injected (a journalctl that answers the probe with nothing); the following
+    is the real journalctl's."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    w = JournalWriter(jdir / "system.journal")
+    w.append([w.entry(s, unit="app.service") for s in seq(3)])
+    spec = JournalSpec("app", None, units=("app",), directory=str(jdir))
+    sink = Sink()
+    with following(spec, sink, start_at="beginning") as j:
+        sink.wait(3)
+        cursor = j.cursor
+    w.append([w.entry(s, unit="app.service") for s in seq(2, 3)])
+    blind = tmp_path / "journalctl"
+    blind.write_text('#!/bin/sh\ncase "$*" in *--cursor=*--lines=1*) exit 0;; esac\n'
+                     'exec journalctl "$@"\n')
+    blind.chmod(0o755)
+    again = Sink()
+    with capture_logs() as logs, following(spec, again, cursor=cursor,
+                                           journalctl=[str(blind)]) as j:
+        got = again.wait(2)
+        time.sleep(0.5)  # nothing else comes: no entry before the cursor again
+        stats = j.stats()
+    assert again.lines == got == [b"seq 3", b"seq 4"]
+    assert stats.vacuumed == 1
+    assert any("gone" in e["event"] for e in logs)
+
+
 def test_huge_messages_are_capped_and_memory_stays_bounded(tmp_path: Path) -> None:
     """A message longer than max_line is cut; one whose JSON is longer than the decoder
     keeps (8 * max_line + 64 KiB) is salvaged from its head and tail."""

@@ -27,9 +27,11 @@ written by ``systemd-journal-remote``:
   never in 3,800 with the rename).
 - A bad cursor makes journalctl exit ("Failed to seek to cursor"); a cursor whose entry
   is gone is accepted and journalctl starts near where it was. So before each start a
-  probe (``--cursor=C --lines=1`` without matches) checks that C's entry still exists;
-  if it was vacuumed away the loss is counted and logged, and we follow from the oldest
-  entry.
+  probe (``--cursor=C --lines=1`` without matches) checks that C's entry still exists.
+  If not, the loss is counted and logged, and we follow from C's own time
+  (``--since=@SECONDS``, inclusive), never from the oldest entry: the probe also missed
+  an entry that was there, once, in a torture test whose writer renames files as
+  journald rotates them, and starting over would have counted everything again.
 
 The position (``cursor``) advances for every record journalctl emits, with or without a
 message, and is saved with the counters the callback fills: :attr:`JournalFollower.lock`
@@ -426,8 +428,8 @@ class JournalFollower:
 
     def _start(self, sel: selectors.BaseSelector, now: float) -> None:
         try:
-            cursor = self._start_position()
-            proc = self._spawn(cursor)
+            cursor, seek = self._start_position()
+            proc = self._spawn(seek)
         except _StartError as e:
             self._fail("start", str(e), now)
             return
@@ -450,22 +452,26 @@ class JournalFollower:
         log.info("following journal", log=self.spec.name, journal=_where(self.spec),
                  cursor=cursor or "oldest entry", pid=proc.pid)
 
-    def _start_position(self) -> str:
-        """The cursor to start at, checked against the journal (vacuumed: :data:`HEAD`)."""
+    def _start_position(self) -> tuple[str, list[str]]:
+        """The cursor to start at, checked against the journal, and how journalctl gets
+        there: ``--cursor`` while its entry is there, else the cursor's own time, so
+        nothing before it is read twice whether it was vacuumed or only not found."""
         cursor = self._cursor
         if cursor is None:
             if self._start_at == "beginning":
-                return HEAD
+                return HEAD, []
             last = self._probe(["--lines=1"])  # the newest entry, matching or not
-            return last or HEAD
-        if cursor == HEAD or self._probe([f"--cursor={cursor}", "--lines=1"]) == cursor:
-            return cursor
+            return (last, [f"--cursor={last}"]) if last else (HEAD, [])
+        if cursor == HEAD:
+            return HEAD, []
+        if self._probe([f"--cursor={cursor}", "--lines=1"]) == cursor:
+            return cursor, [f"--cursor={cursor}"]
         with self._stats_lock:
             self._stats.vacuumed += 1
-        log.warning("journal vacuumed past the saved cursor: entries since then are lost, "
-                    "following from the oldest entry", log=self.spec.name,
-                    journal=_where(self.spec))
-        return HEAD
+        log.warning("the saved journal cursor's entry is gone (vacuumed?): entries between "
+                    "it and the oldest one left are lost; following from its time",
+                    log=self.spec.name, journal=_where(self.spec))
+        return cursor, [f"--since={_since(cursor)}"]
 
     def _probe(self, args: list[str]) -> str:
         """The cursor of the one entry journalctl prints with ``args`` ("" if none)."""
@@ -477,12 +483,9 @@ class JournalFollower:
             raise _StartError(f"journalctl printed no cursor: {first[:200]!r}") from e
         return str(cursor)
 
-    def _spawn(self, cursor: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, seek: list[str]) -> subprocess.Popen[bytes]:
         argv = [*self._journalctl, *source_args(self.spec), "--follow", "--no-tail",
-                *_output_args()]
-        if cursor:
-            argv.append(f"--cursor={cursor}")
-        argv += match_args(self.spec)
+                *_output_args(), *seek, *match_args(self.spec)]
         try:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, bufsize=0)
@@ -647,6 +650,13 @@ class JournalFollower:
                 proc.kill()
                 proc.wait()
         _close(proc)
+
+
+def _since(cursor: str) -> str:
+    """``--since`` for a cursor's own time (``t=``, microseconds in hex): inclusive, so
+    its entry, if there, comes first and is dropped as at a ``--cursor`` start."""
+    usec = int(cursor.split(";t=", 1)[1].split(";", 1)[0], 16)
+    return f"@{usec // 1_000_000}.{usec % 1_000_000:06d}"
 
 
 def _probe(journalctl: Sequence[str], spec: JournalSpec,
