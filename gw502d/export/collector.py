@@ -89,8 +89,8 @@ _JOURNAL_COUNTERS = (
      "restarts"),
     (m.JOURNAL_ERRORS, "Entries not understood, failed starts and exits of journalctl",
      "errors"),
-    (m.JOURNAL_VACUUMED, "Starts whose saved cursor's entry had been vacuumed (entries since "
-     "then lost)", "vacuumed"),
+    (m.JOURNAL_VACUUMED, "Starts whose saved cursor's entry was gone (vacuumed: entries since "
+     "then lost; read again from its time)", "vacuumed"),
 )
 _LOG_GAUGES = (
     (m.LOG_OFFSET, "Bytes read so far of the files at the log's path(s)", "offset"),
