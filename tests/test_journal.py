@@ -111,6 +111,13 @@ def seq(n: int, start: int = 0) -> list[str]:
     return [f"seq {i}" for i in range(start, start + n)]
 
 
+def cursor_after(spec: JournalSpec, sink: Sink, n: int) -> str | None:
+    """Follow *spec* from its oldest entry until *sink* holds *n* lines; the cursor then."""
+    with following(spec, sink, start_at="beginning") as j:
+        sink.wait(n)
+        return j.cursor
+
+
 def test_follows_new_entries_of_a_unit_fast(tmp_path: Path) -> None:
     """Real uWSGI lines appended to the journal reach the callback as they were written,
     with the journal's time and the identifier; entries there before start are not read."""
@@ -285,9 +292,7 @@ def test_vacuumed_past_the_cursor_is_reported_and_followed_from_the_oldest(
     w.append([w.entry(s, unit="app.service") for s in seq(3)], path=archived)
     spec = JournalSpec("app", None, units=("app",), directory=str(tmp_path))
     sink = Sink()
-    with following(spec, sink, start_at="beginning") as j:
-        sink.wait(3)
-        cursor = j.cursor
+    cursor = cursor_after(spec, sink, 3)
     w.append([w.entry(s, unit="app.service") for s in seq(3, 3)])
     with following(spec, sink, cursor=cursor) as j:  # nothing vacuumed: resumes
         sink.wait(6)
@@ -325,9 +330,7 @@ def test_a_cursor_the_probe_misses_resumes_at_its_time_not_from_the_oldest(
     w.append([w.entry(s, unit="app.service") for s in seq(3)])
     spec = JournalSpec("app", None, units=("app",), directory=str(jdir))
     sink = Sink()
-    with following(spec, sink, start_at="beginning") as j:
-        sink.wait(3)
-        cursor = j.cursor
+    cursor = cursor_after(spec, sink, 3)
     w.append([w.entry(s, unit="app.service") for s in seq(2, 3)])
     blind = tmp_path / "journalctl"
     blind.write_text('#!/bin/sh\ncase "$*" in *--cursor=*--lines=1*) exit 0;; esac\n'

@@ -1505,14 +1505,14 @@ def gunicorn_worker_crashed(
     with _workdir(base) as tmp:
         g = Gunicorn(tmp, version=version)
         nginx = Nginx(tmp, pass_block("proxy", g.port))
+        crashed = re.compile(r"(signal 11|SIGSEGV|code 139)")
         with _running(g, nginx):
             resp = http_request(nginx.port, "/crash?sig=11", timeout=5)
-            crashed = re.compile(r"(signal 11|SIGSEGV|code 139)")
             lines = g.wait_for_line(crashed, 5)
             g.wait_for_line("Booting worker with pid", 5, start=after_match(lines, crashed))
             time.sleep(0.3)
         return _gunicorn_capture(
-            g, "worker_crashed", "", [re.compile(r"(signal 11|SIGSEGV|code 139)")], nginx=nginx,
+            g, "worker_crashed", "", [crashed], nginx=nginx,
             notes=[f"client (via nginx) got HTTP {status_of(resp)}"],
         )
 
