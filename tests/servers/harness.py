@@ -45,10 +45,18 @@ Matcher = str | bytes | re.Pattern[str] | Callable[[str], bool]
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """*n* distinct such ports: all held while picked (one at a time, the kernel may hand
+    out a port it just gave again)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                   for _ in range(n)]
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
