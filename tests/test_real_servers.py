@@ -19,6 +19,7 @@ from gw502d.classify.block import Block
 from gw502d.classify.catalog import load_catalog
 from gw502d.classify.matcher import Classifier
 from gw502d.classify.tally import Tally
+from tests.servers.harness import free_ports
 from tests.servers.provoke import SCENARIOS, Capture, Scenario
 
 CATALOG = load_catalog()
@@ -130,3 +131,11 @@ def test_real_examples_and_statuses_name_a_scenario_that_provokes_them_again():
             assert f"{m['server']} {m['version']}" == scenario.version.label, origin
         checked += 1
     assert checked > 50
+
+
+def test_the_harness_never_hands_out_a_port_twice():
+    """Servers pick ports before they bind them (and a dead upstream never binds its own):
+    a port the kernel offers again would put two of them on one port. Six hundred picks
+    from the ephemeral range would repeat some ports by chance alone."""
+    picked = [port for _ in range(200) for port in free_ports(3)]
+    assert len(set(picked)) == len(picked)

@@ -48,15 +48,24 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+_GIVEN: set[int] = set()  # every port handed out in this process
+
+
 def free_ports(n: int) -> list[int]:
-    """*n* distinct such ports: all held while picked (one at a time, the kernel may hand
-    out a port it just gave again)."""
+    """*n* distinct such ports, none handed out before in this process: the kernel may
+    hand out a port it just gave again, and a port picked for a server that starts later
+    (or for a dead upstream that never listens) is not bound yet when the next one is
+    picked. All are held while picked, so a refused one is not offered again."""
     with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                   for _ in range(n)]
-        for s in sockets:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
+            port = s.getsockname()[1]
+            if port not in _GIVEN:
+                ports.append(port)
+        _GIVEN.update(ports)
+        return ports
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
