@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers.harness import free_ports, make_workdir
+from tests.servers.harness import free_port, make_workdir
 
 PORTS = ("root", "api", "json", "json_backup", "static", "images", "exact", "blog")
 
@@ -28,13 +28,8 @@ def temp_paths(run: Path) -> str:
 @dataclass
 class Host:
     base: Path
-    port: int = field(init=False)
-    ports: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        # picked at once, so distinct: two peers on one port would be one label
-        self.port, *rest = free_ports(1 + len(PORTS))
-        self.ports = dict(zip(PORTS, rest, strict=True))
+    port: int = field(default_factory=free_port)
+    ports: dict[str, int] = field(default_factory=lambda: {k: free_port() for k in PORTS})
 
     @property
     def etc(self) -> Path:
