@@ -644,12 +644,19 @@ class Gunicorn(Server):
 
     def start(self, timeout: float = 15.0, ready: bool = True) -> Self:
         # SIGINT = quick shutdown (SIGTERM waits for graceful-timeout).
+        seen = len(read_lines(self.log_path))
         self.proc = Proc(self.argv(), self.stdout_path, cwd=self.tmpdir, stop_signal=signal.SIGINT)
         self.proc.start()
         if not ready:
             return self
         try:
-            self.wait_for_line("Booting worker with pid", timeout)
+            self.wait_for_line("Booting worker with pid", timeout, start=seen)
+            # Ready means the master has spawned them all and said so ("N workers"). Until
+            # then it is writing its own log: gunicorn <= 23 logs a dead worker from its
+            # SIGCHLD handler, and a handler that writes while the master is mid-write loses
+            # its line (a reentrant BufferedWriter call), so a worker killed that early
+            # left no "was sent SIGKILL" (CI, gunicorn 23.0.0).
+            self.wait_for_line(re.compile(rf"\] {self.workers} workers$"), timeout, start=seen)
         except TimeoutError:
             out = self.stdout_path.read_text(errors="replace")
             self.stop()
